@@ -1,0 +1,113 @@
+//! `expose RELAYHOST RELAYPORT LOCAL`: put an unmodified local TCP server behind the relay.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use relay_bin::{announce, fail, init_logging, shutdown_on_signal};
+use relay_core::net::{join_host_port, reset_on_close, split_host_port, tune_data_socket};
+use relay_core::splice::splice;
+use relay_core::{IncomingVisitor, TunnelConfig, TunnelListener};
+use tokio::net::TcpStream;
+use tracing::{Instrument, info, info_span, warn};
+
+/// How long a visitor waits for the local server to accept before it is refused.
+const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Expose a local TCP server through a relay.
+///
+/// Prints the public HOST:PORT on stdout, then gives every visitor a fresh connection to LOCAL,
+/// spliced both ways. Logs go to stderr.
+#[derive(Debug, Parser)]
+#[command(version, max_term_width = 100)]
+struct Args {
+    /// Relay host name or address.
+    relay_host: String,
+    /// Relay control port.
+    #[arg(value_parser = relay_core::net::parse_port)]
+    relay_port: u16,
+    /// Local server: PORT (on 127.0.0.1) or HOST:PORT.
+    local: String,
+    /// Public port to ask the relay for (granted when free).
+    #[arg(long, env = "RELAY_PREFERRED_PORT")]
+    port: Option<u16>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging("info");
+    let local = match parse_local(&args.local) {
+        Ok(l) => l,
+        Err(e) => return fail("expose", e),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail("expose", format_args!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(run(args, local)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail("expose", e),
+    }
+}
+
+fn parse_local(local: &str) -> Result<String, String> {
+    if local.bytes().all(|b| b.is_ascii_digit()) {
+        let port = relay_core::net::parse_port(local)?;
+        return Ok(join_host_port("127.0.0.1", port));
+    }
+    let (host, port) = split_host_port(local)?;
+    Ok(join_host_port(&host, port))
+}
+
+async fn run(args: Args, local: String) -> relay_core::Result<()> {
+    let relay = join_host_port(&args.relay_host, args.relay_port);
+    let config = TunnelConfig {
+        preferred_port: args.port,
+        ..TunnelConfig::default()
+    };
+    let listener = TunnelListener::connect(&relay, config).await?;
+    announce(listener.public_addr());
+    info!(local = %local, "forwarding visitors");
+    let shutdown = shutdown_on_signal();
+    loop {
+        let incoming = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            v = listener.next_visitor() => v?,
+        };
+        let visitor = incoming.visitor();
+        let span = info_span!("visitor", visitor.id = visitor.id, visitor.addr = %visitor.addr);
+        tokio::spawn(forward(incoming, local.clone()).instrument(span));
+    }
+}
+
+async fn forward(incoming: IncomingVisitor, local: String) {
+    let connected = tokio::time::timeout(LOCAL_CONNECT_TIMEOUT, TcpStream::connect(&local)).await;
+    let mut local_conn = match connected {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            warn!(local = %local, error = %e, "local server unreachable; refusing visitor");
+            incoming.refuse(&format!("local server {local}: {e}")).await;
+            return;
+        }
+        Err(_) => {
+            warn!(local = %local, "local server did not accept in time; refusing visitor");
+            incoming
+                .refuse(&format!("local server {local}: connect timed out"))
+                .await;
+            return;
+        }
+    };
+    tune_data_socket(&local_conn);
+    let mut stream = match incoming.accept().await {
+        Ok(s) => s,
+        Err(e) => return info!(error = %e, "visitor left before it was accepted"),
+    };
+    info!("visitor connected");
+    match splice(&mut stream, &mut local_conn).await {
+        Ok(t) => info!(bytes_in = t.a_to_b, bytes_out = t.b_to_a, "visitor closed"),
+        Err(e) => {
+            reset_on_close(&local_conn);
+            info!(error = %e, "visitor reset");
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `relay [ADDR]`: the relay daemon.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::RangeInclusive;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use relay_bin::{
+    fail, init_logging, one_line, parse_duration, parse_port_range, shutdown_on_signal,
+};
+use relay_core::net::{bind_all_interfaces, bind_listener, parse_port, split_host_port};
+use relay_core::server::{self, RelayConfig, RelayServer};
+use tokio::net::TcpListener;
+
+/// Relay daemon: gives clients behind NAT a public port, and pairs file transfers.
+///
+/// Clients (echoserver, expose, send, receive, or a program using relay-core) dial the control
+/// port; each tunnel gets a public port from the range, and every visitor there reaches its
+/// client over the client's one connection.
+#[derive(Debug, Parser)]
+#[command(version, max_term_width = 100)]
+struct Args {
+    /// Control port to listen on: PORT or :PORT (all interfaces), HOST:PORT, or [V6]:PORT.
+    #[arg(env = "RELAY_ADDR", default_value = "8080")]
+    addr: String,
+
+    /// Public ports to hand out, LOW-HIGH [default: the 1000 ports above the control port].
+    #[arg(long, env = "RELAY_PORTS", value_parser = parse_port_range)]
+    ports: Option<RangeInclusive<u16>>,
+
+    /// Host name advertised to clients [default: none; each client shows the host it dialed].
+    #[arg(long, env = "RELAY_PUBLIC_HOST")]
+    public_host: Option<String>,
+
+    /// Tunnel sessions open at once.
+    #[arg(long, env = "RELAY_MAX_SESSIONS", default_value_t = server::DEFAULT_MAX_SESSIONS)]
+    max_sessions: usize,
+
+    /// Visitors connected at once to one tunnel (at most 16000).
+    #[arg(long, env = "RELAY_MAX_VISITORS", default_value_t = server::DEFAULT_MAX_VISITORS_PER_TUNNEL)]
+    max_visitors: u32,
+
+    /// File transfers (waiting plus running) at once.
+    #[arg(long, env = "RELAY_MAX_TRANSFERS", default_value_t = server::DEFAULT_MAX_TRANSFERS)]
+    max_transfers: usize,
+
+    /// Connections still in their handshake at once.
+    #[arg(long, env = "RELAY_MAX_HANDSHAKES", default_value_t = server::DEFAULT_MAX_HANDSHAKES)]
+    max_handshakes: usize,
+
+    /// Deadline for a new connection's handshake.
+    #[arg(long, env = "RELAY_HANDSHAKE_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    handshake_timeout: Duration,
+
+    /// Largest control frame accepted, in bytes (64-16384).
+    #[arg(long, env = "RELAY_MAX_FRAME", default_value_t = relay_core::protocol::DEFAULT_MAX_FRAME_LEN)]
+    max_frame: usize,
+
+    /// Heartbeat interval clients must keep; three silent intervals end a session.
+    #[arg(long, env = "RELAY_HEARTBEAT", value_parser = parse_duration, default_value = "10s")]
+    heartbeat: Duration,
+
+    /// How long a file offer may wait for its receiver.
+    #[arg(long, env = "RELAY_OFFER_TTL", value_parser = parse_duration, default_value = "24h")]
+    offer_ttl: Duration,
+
+    /// On SIGINT/SIGTERM, how long to let sessions and transfers finish.
+    #[arg(long, env = "RELAY_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    drain_timeout: Duration,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging("info");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail("relay", format_args!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail("relay", one_line(&e)),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let listener = bind_control(&args.addr)?;
+    let config = RelayConfig {
+        public_ports: args.ports,
+        public_host: args.public_host,
+        max_sessions: args.max_sessions,
+        max_visitors_per_tunnel: args.max_visitors,
+        max_handshakes: args.max_handshakes,
+        handshake_timeout: args.handshake_timeout,
+        max_frame_len: args.max_frame,
+        heartbeat_interval: args.heartbeat,
+        max_transfers: args.max_transfers,
+        offer_ttl: args.offer_ttl,
+        drain_timeout: args.drain_timeout,
+    };
+    let relay = RelayServer::new(listener, config).context("invalid settings")?;
+    let control = relay.local_addr()?;
+    let ports = relay.public_ports();
+    tracing::info!(
+        control = %control,
+        public_ports = %format_args!("{}-{}", ports.start(), ports.end()),
+        "relay listening"
+    );
+    let shutdown = shutdown_on_signal();
+    relay.run(shutdown).await?;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+/// Binds the control port from `PORT`, `:PORT`, `HOST:PORT` or `[V6]:PORT`.
+fn bind_control(addr: &str) -> anyhow::Result<TcpListener> {
+    let port_only = addr.strip_prefix(':').unwrap_or(addr);
+    if port_only.bytes().all(|b| b.is_ascii_digit()) {
+        let port = parse_control_port(port_only)?;
+        return bind_all_interfaces(port)
+            .with_context(|| format!("cannot listen on port {port} (all interfaces)"));
+    }
+    let (host, port) = split_host_port(addr).map_err(anyhow::Error::msg)?;
+    let candidates: Vec<SocketAddr> = (host.as_str(), port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve '{host}'"))?
+        .collect();
+    let mut last_error = None;
+    for candidate in &candidates {
+        match bind_listener(*candidate) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    match last_error {
+        Some(e) => Err(e).with_context(|| format!("cannot listen on {addr}")),
+        None => bail!("'{host}' resolves to no address"),
+    }
+}
+
+fn parse_control_port(s: &str) -> anyhow::Result<u16> {
+    // Port 0 lets the system choose (useful for tests); `relay_core` refuses it for clients.
+    if s == "0" {
+        return Ok(0);
+    }
+    parse_port(s).map_err(anyhow::Error::msg)
+}

@@ -1,0 +1,133 @@
+//! Process plumbing shared by every relay binary (`relay`, `expose`, `echoserver`, `send`,
+//! `receive`): logging to stderr, signals, argument parsers, and the one-line error exit.
+//! Protocol and networking live in `relay-core`; nothing here knows about them beyond types.
+
+use std::fmt::Display;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Sends tracing output to stderr, honouring `RUST_LOG` (default: `default_level`).
+pub fn init_logging(default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// A token cancelled on the first SIGINT or SIGTERM (Ctrl-C elsewhere). A second signal is left
+/// to the default handler, so an impatient user can still kill the process outright.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received; shutting down");
+        cancel.cancel();
+    });
+    token
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without signal handlers the defaults (terminate) still apply.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Prints a tunnel's public address: stdout gets exactly `HOST:PORT` (flushed at once, for
+/// scripts), people get a line on stderr.
+pub fn announce(addr: &relay_core::PublicAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{addr}");
+    let _ = out.flush();
+    eprintln!("established relay address: ({}, {})", addr.host, addr.port);
+}
+
+/// Prints `PROGRAM: error` on one line to stderr and returns a failing exit code.
+pub fn fail(program: &str, error: impl Display) -> ExitCode {
+    eprintln!("{program}: {error}");
+    ExitCode::FAILURE
+}
+
+/// Formats an anyhow-style error chain on one line: `outer: inner: root`.
+pub fn one_line(error: &anyhow::Error) -> String {
+    format!("{error:#}")
+}
+
+/// Parses a duration: `500ms`, `10s`, `5m`, `2h`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (examples: 500ms, 10s, 5m, 2h)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{s}' is out of range"))
+}
+
+/// Parses a port range `LOW-HIGH` (or a single port).
+pub fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (low, high) = s.split_once('-').unwrap_or((s, s));
+    let low = relay_core::net::parse_port(low.trim())?;
+    let high = relay_core::net::parse_port(high.trim())?;
+    if low > high {
+        return Err(format!("'{s}': the range is empty (low > high)"));
+    }
+    Ok(low..=high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 days").is_err());
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("8081-9080"), Ok(8081..=9080));
+        assert_eq!(parse_port_range("9000"), Ok(9000..=9000));
+        assert!(parse_port_range("9080-8081").is_err());
+        assert!(parse_port_range("0-10").is_err());
+    }
+}

@@ -1,0 +1,321 @@
+//! [`TunnelListener`]: a public address on a relay that behaves like a `TcpListener`.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{Instrument, debug, info_span};
+
+use super::visitor::{IncomingVisitor, Visitor};
+use crate::codec::{self, CodecError};
+use crate::error::{Error, Result};
+use crate::mux::{self, Mux, Role, Substream};
+use crate::net::{join_host_port, split_host_port};
+use crate::protocol::{
+    ClientControl, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_LEN, HEARTBEAT_TOLERANCE, Hello,
+    RelayControl, Reply, VisitorHeader,
+};
+
+/// Shortest heartbeat interval a client accepts from a relay, whatever it announces.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+
+/// Settings of a tunnel client. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    /// Deadline for the handshake with the relay.
+    pub handshake_timeout: Duration,
+    /// Public port to ask for (granted when free); `None` takes any.
+    pub preferred_port: Option<u16>,
+    /// Visitors announced but not yet accepted; more are refused, like a full listen backlog.
+    pub accept_backlog: usize,
+    /// How long a new substream may take to deliver its visitor header.
+    pub header_timeout: Duration,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        TunnelConfig {
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            preferred_port: None,
+            accept_backlog: 1024,
+            header_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// Where visitors reach a tunnel: `host:port` (IPv6 hosts in brackets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicAddr {
+    /// The relay's advertised host name, or the host the client dialed.
+    pub host: String,
+    /// The public port.
+    pub port: u16,
+}
+
+impl fmt::Display for PublicAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&join_host_port(&self.host, self.port))
+    }
+}
+
+/// A public address on a relay whose visitors arrive here, like connections on a
+/// `tokio::net::TcpListener`. Everything travels over one TCP connection to the relay.
+///
+/// ```no_run
+/// use relay_core::{TunnelConfig, TunnelListener};
+/// use tokio::io::copy_bidirectional;
+///
+/// # async fn run() -> relay_core::Result<()> {
+/// let listener = TunnelListener::connect("relay.example.com:8080", TunnelConfig::default()).await?;
+/// println!("public address: {}", listener.public_addr());
+/// loop {
+///     let (mut stream, visitor) = listener.accept().await?;
+///     tokio::spawn(async move {
+///         let (mut read, mut write) = tokio::io::split(stream);
+///         // Echo every byte back to the visitor.
+///         let _ = tokio::io::copy(&mut read, &mut write).await;
+///         println!("{} left", visitor.addr);
+///     });
+/// }
+/// # }
+/// ```
+///
+/// Dropping the listener ends the session: the relay closes the public port and every visitor.
+#[derive(Debug)]
+pub struct TunnelListener {
+    public_addr: PublicAddr,
+    session_id: u64,
+    max_visitors: u32,
+    incoming: tokio::sync::Mutex<mpsc::Receiver<IncomingVisitor>>,
+    ended: Arc<Mutex<Option<String>>>,
+    _session: DropGuard,
+}
+
+impl TunnelListener {
+    /// Dials the relay at `relay` (`HOST:PORT` or `[V6]:PORT`) and opens a tunnel.
+    pub async fn connect(relay: &str, config: TunnelConfig) -> Result<Self> {
+        let (host, _) = split_host_port(relay).map_err(|e| Error::Connect {
+            addr: relay.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })?;
+        let hello = Hello::Tunnel {
+            preferred_port: config.preferred_port,
+        };
+        let (sock, reply) = super::handshake(relay, &hello, config.handshake_timeout).await?;
+        let Reply::Welcome(welcome) = reply else {
+            return Err(Error::Protocol(format!(
+                "expected a welcome, got {reply:?}"
+            )));
+        };
+        let public_addr = PublicAddr {
+            host: welcome.public_host.clone().unwrap_or(host),
+            port: welcome.public_port,
+        };
+
+        let session = CancellationToken::new();
+        let Mux {
+            handle,
+            inbound,
+            driver,
+        } = mux::start(sock, Role::Dialer, session.clone());
+        let span =
+            info_span!("session", session.id = welcome.session_id, public.addr = %public_addr);
+        let driver = tokio::spawn(driver.instrument(span.clone()));
+
+        // The control stream goes first; its first ping also announces it to the relay.
+        let mut control = handle.open().await?;
+        codec::write_frame(&mut control, &ClientControl::Ping(0)).await?;
+
+        let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
+        let ended = Arc::new(Mutex::new(None));
+        let heartbeat =
+            Duration::from_millis(welcome.heartbeat_interval_ms.into()).max(MIN_HEARTBEAT);
+        let task = Session {
+            inbound,
+            driver,
+            control,
+            heartbeat,
+            incoming: tx,
+            header_timeout: config.header_timeout,
+            ended: ended.clone(),
+            cancel: session.clone(),
+        };
+        tokio::spawn(task.run().instrument(span));
+        Ok(TunnelListener {
+            public_addr,
+            session_id: welcome.session_id,
+            max_visitors: welcome.max_visitors,
+            incoming: tokio::sync::Mutex::new(rx),
+            ended,
+            _session: session.drop_guard(),
+        })
+    }
+
+    /// The address visitors connect to.
+    pub fn public_addr(&self) -> &PublicAddr {
+        &self.public_addr
+    }
+
+    /// The relay's id for this session (matches the relay's logs).
+    pub fn session_id(&self) -> u64 {
+        self.session_id
+    }
+
+    /// Most visitors the relay lets in at once.
+    pub fn max_visitors(&self) -> u32 {
+        self.max_visitors
+    }
+
+    /// Waits for the next visitor and accepts it. Fails only when the session has ended.
+    pub async fn accept(&self) -> Result<(Substream, Visitor)> {
+        loop {
+            let incoming = self.next_visitor().await?;
+            let visitor = incoming.visitor();
+            match incoming.accept().await {
+                Ok(stream) => return Ok((stream, visitor)),
+                Err(e) => {
+                    debug!(visitor.id = visitor.id, error = %e, "visitor gone before it was accepted")
+                }
+            }
+        }
+    }
+
+    /// Waits for the next visitor and leaves the answer to the caller, for clients that must
+    /// first check they can serve it (for example by connecting to a local server).
+    pub async fn next_visitor(&self) -> Result<IncomingVisitor> {
+        let mut incoming = self.incoming.lock().await;
+        match incoming.recv().await {
+            Some(visitor) => Ok(visitor),
+            None => {
+                let reason = self
+                    .ended
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                Err(Error::SessionLost(
+                    reason.unwrap_or_else(|| "session ended".into()),
+                ))
+            }
+        }
+    }
+}
+
+/// The background task of a tunnel session.
+struct Session {
+    inbound: mpsc::UnboundedReceiver<Substream>,
+    driver: tokio::task::JoinHandle<std::result::Result<(), yamux::ConnectionError>>,
+    control: Substream,
+    heartbeat: Duration,
+    incoming: mpsc::Sender<IncomingVisitor>,
+    header_timeout: Duration,
+    ended: Arc<Mutex<Option<String>>>,
+    cancel: CancellationToken,
+}
+
+impl Session {
+    async fn run(self) {
+        let Session {
+            mut inbound,
+            driver,
+            control,
+            heartbeat,
+            incoming,
+            header_timeout,
+            ended,
+            cancel,
+        } = self;
+        let reason = tokio::select! {
+            r = driver => match r {
+                Ok(Ok(())) => "the relay closed the connection".to_string(),
+                Ok(Err(e)) => format!("connection to the relay failed: {e}"),
+                Err(e) => format!("connection task failed: {e}"),
+            },
+            r = heartbeats(control, heartbeat) => r,
+            r = dispatch(&mut inbound, incoming, header_timeout) => r,
+            () = cancel.cancelled() => "tunnel listener dropped".to_string(),
+        };
+        debug!(%reason, "session ended");
+        *ended.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+        cancel.cancel();
+    }
+}
+
+/// Sends a ping every interval and watches for the relay's pongs; returns why the session ended.
+async fn heartbeats(control: Substream, interval: Duration) -> String {
+    let silence_limit = interval * HEARTBEAT_TOLERANCE;
+    let last_heard = Mutex::new(Instant::now());
+    let (mut read, mut write) = tokio::io::split(control);
+    let listen = async {
+        loop {
+            match codec::read_frame::<_, RelayControl>(&mut read, DEFAULT_MAX_FRAME_LEN).await {
+                Ok(RelayControl::Pong(_)) => {
+                    *last_heard.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                }
+                Ok(RelayControl::Shutdown { reason }) => {
+                    return format!("the relay shut down ({reason})");
+                }
+                Err(CodecError::Closed) => {
+                    return "the relay closed the control stream".to_string();
+                }
+                Err(e) => return format!("control stream failed: {e}"),
+            }
+        }
+    };
+    let ping = async {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        for seq in 1.. {
+            ticks.tick().await;
+            let heard = *last_heard.lock().unwrap_or_else(PoisonError::into_inner);
+            if heard.elapsed() > silence_limit {
+                return format!("the relay stopped answering heartbeats for {silence_limit:?}");
+            }
+            if let Err(e) = codec::write_frame(&mut write, &ClientControl::Ping(seq)).await {
+                return format!("control stream failed: {e}");
+            }
+        }
+        unreachable!("ping sequence exhausted")
+    };
+    tokio::select! {
+        r = listen => r,
+        r = ping => r,
+    }
+}
+
+/// Reads each new substream's visitor header (in its own task, so one slow stream cannot hold
+/// up the others) and queues the visitor for `accept`.
+async fn dispatch(
+    inbound: &mut mpsc::UnboundedReceiver<Substream>,
+    incoming: mpsc::Sender<IncomingVisitor>,
+    header_timeout: Duration,
+) -> String {
+    while let Some(mut stream) = inbound.recv().await {
+        let incoming = incoming.clone();
+        tokio::spawn(async move {
+            let header = tokio::time::timeout(
+                header_timeout,
+                codec::read_frame::<_, VisitorHeader>(&mut stream, DEFAULT_MAX_FRAME_LEN),
+            )
+            .await;
+            let header = match header {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => return debug!(error = %e, "substream without a valid visitor header"),
+                Err(_) => return debug!("substream sent no visitor header in time"),
+            };
+            let visitor = Visitor {
+                id: header.visitor_id,
+                addr: header.peer_addr,
+            };
+            if let Err(mpsc::error::TrySendError::Full(v)) =
+                incoming.try_send(IncomingVisitor { stream, visitor })
+            {
+                v.refuse("the client's accept backlog is full").await;
+            }
+        });
+    }
+    "the connection to the relay ended".to_string()
+}

@@ -1,0 +1,59 @@
+//! A visitor as the tunnel client sees it: announced by the relay, then accepted or refused.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::codec;
+use crate::mux::Substream;
+use crate::protocol::VisitorReply;
+
+/// Longest refusal reason sent to the relay; longer ones are cut (the frame limit is small).
+const MAX_REASON_LEN: usize = 512;
+
+/// Who connected to the tunnel's public port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visitor {
+    /// The relay's id for this visitor (matches the relay's logs).
+    pub id: u64,
+    /// The address the visitor connected from, as the relay saw it.
+    pub addr: SocketAddr,
+}
+
+/// A visitor the relay announced, not yet answered. Answer promptly: the relay holds the
+/// visitor's bytes until then, and yamux acknowledges the stream only with the answer.
+#[derive(Debug)]
+pub struct IncomingVisitor {
+    pub(crate) stream: Substream,
+    pub(crate) visitor: Visitor,
+}
+
+impl IncomingVisitor {
+    /// Who this is.
+    pub fn visitor(&self) -> Visitor {
+        self.visitor
+    }
+
+    /// Accepts the visitor: from now on the stream carries the visitor's bytes both ways.
+    pub async fn accept(mut self) -> io::Result<Substream> {
+        codec::write_frame(&mut self.stream, &VisitorReply::Accepted)
+            .await
+            .map_err(io::Error::other)?;
+        Ok(self.stream)
+    }
+
+    /// Refuses the visitor; the relay closes its connection and logs `reason`.
+    pub async fn refuse(mut self, reason: &str) {
+        let mut reason = reason.to_string();
+        if reason.len() > MAX_REASON_LEN {
+            let mut cut = MAX_REASON_LEN;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        let _ = codec::write_frame(&mut self.stream, &VisitorReply::Refused { reason }).await;
+        let _ = self.stream.shutdown().await;
+    }
+}

@@ -1,0 +1,276 @@
+//! The multiplexer: one task drives a yamux connection, everyone else holds a [`MuxHandle`].
+//!
+//! rust-yamux 0.14 does all socket I/O inside `poll_next_inbound`, so a single task must poll the
+//! `Connection` continuously. That task (the driver) serves requests for new outbound streams
+//! that arrive over a channel, forwards inbound streams to the session, and ends when the
+//! connection does or when the session's shutdown token is cancelled.
+//!
+//! This module is the only one that names yamux types, so the multiplexer can be swapped.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use tokio_util::sync::CancellationToken;
+use yamux::{Connection, ConnectionError, Mode};
+
+use crate::protocol::MUX_MAX_STREAMS;
+
+/// Receive window yamux grants every stream up front (fixed by the yamux specification).
+pub const STREAM_WINDOW: usize = 256 * 1024;
+
+/// Extra receive window a session may hand out, beyond [`STREAM_WINDOW`] per stream, to streams
+/// whose bandwidth-delay product needs more (yamux auto-tunes windows upwards into this pool).
+pub const WINDOW_GROWTH_POOL: usize = 16 * 1024 * 1024;
+
+/// Largest data frame yamux sends. Bigger frames mean fewer frames and less CPU per byte; the
+/// cost is coarser interleaving between streams. yamux requires <= 1 MiB.
+pub const SPLIT_SEND_SIZE: usize = 64 * 1024;
+
+/// How long a closing session may spend flushing its last frames.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Which end of the connection this is. yamux requires opposite modes on the two ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The end that dialed the TCP connection.
+    Dialer,
+    /// The end that accepted it (the relay).
+    Acceptor,
+}
+
+fn yamux_config() -> yamux::Config {
+    let mut cfg = yamux::Config::default();
+    // Order matters: each setter asserts window >= streams * 256 KiB.
+    cfg.set_max_connection_receive_window(Some(
+        MUX_MAX_STREAMS * STREAM_WINDOW + WINDOW_GROWTH_POOL,
+    ));
+    cfg.set_max_num_streams(MUX_MAX_STREAMS);
+    cfg.set_split_send_size(SPLIT_SEND_SIZE);
+    cfg
+}
+
+type OpenReply = oneshot::Sender<Result<Substream, ConnectionError>>;
+
+/// A cheap, clonable handle to a running multiplexer.
+#[derive(Debug, Clone)]
+pub struct MuxHandle {
+    open: mpsc::Sender<OpenReply>,
+    closed: CancellationToken,
+}
+
+impl MuxHandle {
+    /// Opens an outbound substream. The peer learns of it only with the first frame written on
+    /// it, so write something at once.
+    pub async fn open(&self) -> io::Result<Substream> {
+        let (tx, rx) = oneshot::channel();
+        self.open.send(tx).await.map_err(|_| closed_err())?;
+        match rx.await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(io::Error::new(io::ErrorKind::ConnectionAborted, e)),
+            Err(_) => Err(closed_err()),
+        }
+    }
+
+    /// Resolves once the connection has ended, for whatever reason.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+}
+
+fn closed_err() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the multiplexed connection is closed",
+    )
+}
+
+/// A started multiplexer: the handle, the inbound streams, and the driver future to spawn.
+pub struct Mux {
+    /// Opens outbound streams.
+    pub handle: MuxHandle,
+    /// Streams the peer opened. Unbounded on purpose: the driver must never wait on the session
+    /// (that would stall every stream), and yamux's stream cap already bounds how many can queue.
+    pub inbound: mpsc::UnboundedReceiver<Substream>,
+    /// Runs the connection until it ends or `shutdown` is cancelled; resolves to why it ended.
+    pub driver: futures::future::BoxFuture<'static, Result<(), ConnectionError>>,
+}
+
+impl std::fmt::Debug for Mux {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mux").field("handle", &self.handle).finish()
+    }
+}
+
+/// Starts yamux on `io`. Nothing happens until `driver` is polled (spawn it).
+pub fn start<T>(io: T, role: Role, shutdown: CancellationToken) -> Mux
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mode = match role {
+        Role::Dialer => Mode::Client,
+        Role::Acceptor => Mode::Server,
+    };
+    let conn = Connection::new(io.compat(), yamux_config(), mode);
+    let (open_tx, open_rx) = mpsc::channel(64);
+    let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+    let closed = CancellationToken::new();
+    let driver = drive(conn, open_rx, inbound_tx, shutdown, closed.clone()).boxed();
+    Mux {
+        handle: MuxHandle {
+            open: open_tx,
+            closed,
+        },
+        inbound: inbound_rx,
+        driver,
+    }
+}
+
+async fn drive<T>(
+    mut conn: Connection<Compat<T>>,
+    mut requests: mpsc::Receiver<OpenReply>,
+    inbound: mpsc::UnboundedSender<Substream>,
+    shutdown: CancellationToken,
+    closed: CancellationToken,
+) -> Result<(), ConnectionError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let _closed_on_exit = closed.drop_guard();
+    let mut waiting: Option<OpenReply> = None;
+    let outcome = tokio::select! {
+        result = poll_fn(|cx| poll_driver(cx, &mut conn, &mut requests, &mut waiting, &inbound)) => Some(result),
+        () = shutdown.cancelled() => None,
+    };
+    match outcome {
+        Some(result) => result,
+        None => {
+            // Best effort: tell the peer we are going (GoAway) and flush what is queued.
+            let _ = tokio::time::timeout(CLOSE_GRACE, poll_fn(|cx| conn.poll_close(cx))).await;
+            Ok(())
+        }
+    }
+}
+
+fn poll_driver<T>(
+    cx: &mut Context<'_>,
+    conn: &mut Connection<Compat<T>>,
+    requests: &mut mpsc::Receiver<OpenReply>,
+    waiting: &mut Option<OpenReply>,
+    inbound: &mpsc::UnboundedSender<Substream>,
+) -> Poll<Result<(), ConnectionError>>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    // Socket I/O first: it also retires dropped streams, which frees room for new ones.
+    loop {
+        match conn.poll_next_inbound(cx) {
+            Poll::Ready(Some(Ok(stream))) => {
+                // A refused send drops the stream, which resets it: the session is gone.
+                let _ = inbound.send(Substream::new(stream));
+            }
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+            Poll::Ready(None) => return Poll::Ready(Ok(())),
+            Poll::Pending => break,
+        }
+    }
+    loop {
+        if waiting.is_none() {
+            match requests.poll_recv(cx) {
+                Poll::Ready(Some(reply)) => *waiting = Some(reply),
+                // Every handle is gone: keep driving the streams that are still open.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+        if waiting.as_ref().is_some_and(|w| w.is_closed()) {
+            *waiting = None;
+            continue;
+        }
+        // Pending here means 256 streams await the peer's acknowledgement; yamux wakes us.
+        let result = ready!(conn.poll_new_outbound(cx));
+        let failed = result.is_err();
+        if let Some(reply) = waiting.take() {
+            let _ = reply.send(result.map(Substream::new));
+        }
+        if failed {
+            // The connection is now unusable; the next poll of inbound reports why.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+    }
+}
+
+/// One yamux stream as a tokio `AsyncRead + AsyncWrite`.
+///
+/// yamux reports a reset stream or a lost connection as a clean end of stream; this wrapper
+/// reports it as `ConnectionReset`, so a dying tunnel can never pass for a complete transfer.
+#[derive(Debug)]
+pub struct Substream {
+    inner: Compat<yamux::Stream>,
+    we_closed: bool,
+}
+
+impl Substream {
+    fn new(stream: yamux::Stream) -> Self {
+        Substream {
+            inner: stream.compat(),
+            we_closed: false,
+        }
+    }
+
+    /// The stream's yamux id, for logs.
+    pub fn id(&self) -> u32 {
+        self.inner.get_ref().id().val()
+    }
+}
+
+impl AsyncRead for Substream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let eof = buf.filled().len() == before && buf.remaining() > 0;
+        // A FIN from the peer leaves our write side open; finding both sides closed without
+        // having closed ours means the stream was reset or the connection dropped.
+        if eof && !self.we_closed && self.inner.get_ref().is_closed() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "substream reset or tunnel connection lost",
+            )));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Substream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.we_closed = true;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

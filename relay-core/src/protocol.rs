@@ -1,0 +1,232 @@
+//! Wire messages and protocol limits: pure data, no I/O.
+//!
+//! Every connection to the control port starts with a [`PREFACE`] in each direction (magic plus
+//! version), then exactly one [`Hello`] frame from the client and one [`Reply`] frame from the
+//! relay. What follows depends on the role: yamux for tunnels, heartbeats then raw bytes for file
+//! transfers. `docs/protocol.md` is the full specification; the frame encoding lives in
+//! [`crate::codec`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies a relay control connection: six bytes of magic followed by a big-endian
+/// [`PROTOCOL_VERSION`]. Both peers send it before anything else.
+pub const MAGIC: [u8; 6] = *b"RELAY\0";
+
+/// Bumped on any incompatible change to the messages below or to the stream layout.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Length of the preface: [`MAGIC`] plus the two version bytes.
+pub const PREFACE_LEN: usize = MAGIC.len() + 2;
+
+/// The preface this build sends.
+pub const PREFACE: [u8; PREFACE_LEN] = {
+    let mut p = [0u8; PREFACE_LEN];
+    let mut i = 0;
+    while i < MAGIC.len() {
+        p[i] = MAGIC[i];
+        i += 1;
+    }
+    let v = PROTOCOL_VERSION.to_be_bytes();
+    p[MAGIC.len()] = v[0];
+    p[MAGIC.len() + 1] = v[1];
+    p
+};
+
+/// Hard ceiling on a control frame body. Every message here is far smaller; the ceiling keeps a
+/// hostile length prefix from ever causing a large allocation.
+pub const MAX_FRAME_LEN: usize = 16 * 1024;
+
+/// Default limit a relay applies to frames it reads (configurable up to [`MAX_FRAME_LEN`]).
+pub const DEFAULT_MAX_FRAME_LEN: usize = 4 * 1024;
+
+/// Default deadline for the whole handshake (preface plus hello) on the control port.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default interval between client heartbeats, announced by the relay in [`Welcome`] and
+/// [`Reply::Offered`].
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A peer that has heard nothing for this many heartbeat intervals treats the other side as gone.
+pub const HEARTBEAT_TOLERANCE: u32 = 3;
+
+/// yamux stream limit both ends of a tunnel session configure. Exceeding yamux's stream limit
+/// kills the whole connection, so the relay keeps visitors per tunnel strictly below this (see
+/// [`MAX_VISITORS_PER_TUNNEL`]) and both sides must allow at least this many streams.
+pub const MUX_MAX_STREAMS: usize = 16_400;
+
+/// Upper bound for a relay's visitors-per-tunnel setting: leaves headroom below
+/// [`MUX_MAX_STREAMS`] for the control substream and streams still closing.
+pub const MAX_VISITORS_PER_TUNNEL: u32 = 16_000;
+
+/// First message from a client, right after its preface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Hello {
+    /// Ask for a tunnel: a public port whose visitors arrive as substreams of this connection.
+    Tunnel {
+        /// A public port the client would like (for example the one it had before a
+        /// reconnect). The relay grants it when it is free and in range, otherwise any port.
+        preferred_port: Option<u16>,
+    },
+    /// Offer a file transfer: the relay assigns a nameplate and holds the connection until a
+    /// receiver claims it.
+    Send,
+    /// Claim the offer registered under `nameplate`.
+    Receive {
+        /// The relay-assigned, public part of the transfer code.
+        nameplate: String,
+    },
+}
+
+/// The relay's one answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The tunnel exists; yamux starts on this connection right after this frame.
+    Welcome(Welcome),
+    /// The offer is registered; heartbeats follow until a receiver claims it.
+    Offered {
+        /// What the receiver must present.
+        nameplate: String,
+        /// How often the sender must send [`SenderMessage::Ping`].
+        heartbeat_interval_ms: u32,
+    },
+    /// Sent to a receiver once its sender has confirmed the pairing: from the next byte on the
+    /// connection carries the peer's raw bytes.
+    Paired,
+    /// The request was refused; the relay closes the connection after this frame.
+    Error {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable explanation, safe to show to the user as is.
+        message: String,
+    },
+}
+
+/// The tunnel a relay granted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Relay-unique id of this session, for correlating logs on both sides.
+    pub session_id: u64,
+    /// The public port visitors connect to.
+    pub public_port: u16,
+    /// Host name to advertise, when the relay operator configured one. Without it the client
+    /// advertises the host it dialed.
+    pub public_host: Option<String>,
+    /// Most visitors the relay lets in at once on this tunnel.
+    pub max_visitors: u32,
+    /// How often the client must send [`ClientControl::Ping`] on the control substream.
+    pub heartbeat_interval_ms: u32,
+}
+
+/// Why a relay refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The client's preface carried another protocol version.
+    VersionMismatch,
+    /// A frame could not be decoded or broke a limit.
+    BadRequest,
+    /// The relay is at its session or offer limit.
+    Busy,
+    /// Every public port in the relay's range is taken.
+    NoFreePort,
+    /// No offer is registered under that nameplate (never was, expired, or already claimed).
+    UnknownNameplate,
+    /// The sender went away before the transfer could start.
+    PeerGone,
+    /// The relay is shutting down.
+    ShuttingDown,
+    /// Something failed inside the relay.
+    Internal,
+}
+
+/// Written by the relay as the first frame of every substream it opens: one visitor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorHeader {
+    /// Relay-unique id of the visitor, for logs on both sides.
+    pub visitor_id: u64,
+    /// Address the visitor connected from.
+    pub peer_addr: SocketAddr,
+}
+
+/// The client's immediate answer to a [`VisitorHeader`], before any data. Answering at once
+/// matters: yamux acknowledges a stream only with the first frame the peer sends on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VisitorReply {
+    /// Raw bytes follow in both directions.
+    Accepted,
+    /// The client cannot serve this visitor; the relay closes it.
+    Refused {
+        /// Shown in the relay's log.
+        reason: String,
+    },
+}
+
+/// Client to relay, on the control substream the client opens right after [`Welcome`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientControl {
+    /// Liveness probe; the relay answers with [`RelayControl::Pong`] carrying the same number.
+    Ping(u64),
+}
+
+/// Relay to client, on the control substream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayControl {
+    /// Answer to [`ClientControl::Ping`].
+    Pong(u64),
+    /// The relay is going away; the session ends shortly.
+    Shutdown {
+        /// Human-readable reason.
+        reason: String,
+    },
+}
+
+/// Sender to relay, on a connection that made an offer, until the pairing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SenderMessage {
+    /// Liveness probe, answered with [`OfferEvent::Pong`].
+    Ping(u64),
+    /// Answer to [`OfferEvent::Paired`]: the last frame; raw bytes follow.
+    PairedAck,
+}
+
+/// Relay to sender, on a connection that made an offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OfferEvent {
+    /// Answer to [`SenderMessage::Ping`].
+    Pong(u64),
+    /// A receiver claimed the nameplate. The sender answers [`SenderMessage::PairedAck`], and
+    /// from the next byte on the connection carries the receiver's raw bytes.
+    Paired,
+    /// The offer is withdrawn (relay shutting down); the connection closes after this frame.
+    Closed {
+        /// Human-readable reason.
+        reason: String,
+    },
+}
+
+/// Splits a preface into its magic and version; `None` when the magic is wrong.
+pub fn parse_preface(preface: &[u8; PREFACE_LEN]) -> Option<u16> {
+    let (magic, version) = preface.split_at(MAGIC.len());
+    (magic == MAGIC).then(|| u16::from_be_bytes([version[0], version[1]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preface_round_trips() {
+        assert_eq!(parse_preface(&PREFACE), Some(PROTOCOL_VERSION));
+        let mut other = PREFACE;
+        other[PREFACE_LEN - 1] ^= 0xff;
+        assert_eq!(parse_preface(&other), Some(PROTOCOL_VERSION ^ 0xff));
+        assert_eq!(parse_preface(b"GET / HT"), None);
+    }
+
+    #[test]
+    fn visitor_cap_leaves_headroom_below_the_mux_limit() {
+        assert!((MAX_VISITORS_PER_TUNNEL as usize) < MUX_MAX_STREAMS - 100);
+    }
+}

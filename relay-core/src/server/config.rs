@@ -1,0 +1,162 @@
+//! The relay's limits and settings.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use crate::protocol::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_FRAME_LEN, MAX_FRAME_LEN,
+    MAX_VISITORS_PER_TUNNEL,
+};
+
+/// How many public ports a relay hands out by default, starting right above its control port.
+pub const DEFAULT_PUBLIC_PORT_SPAN: u16 = 1000;
+/// Default for [`RelayConfig::max_sessions`].
+pub const DEFAULT_MAX_SESSIONS: usize = 1024;
+/// Default for [`RelayConfig::max_visitors_per_tunnel`].
+pub const DEFAULT_MAX_VISITORS_PER_TUNNEL: u32 = MAX_VISITORS_PER_TUNNEL;
+/// Default for [`RelayConfig::max_handshakes`].
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+/// Default for [`RelayConfig::max_transfers`].
+pub const DEFAULT_MAX_TRANSFERS: usize = 1024;
+/// Default for [`RelayConfig::offer_ttl`].
+pub const DEFAULT_OFFER_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default for [`RelayConfig::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything a relay can be told. `Default` gives the documented production defaults.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Public ports handed to tunnels, lowest free first. `None`: the
+    /// [`DEFAULT_PUBLIC_PORT_SPAN`] ports right above the control port.
+    pub public_ports: Option<RangeInclusive<u16>>,
+    /// Host name advertised to clients; `None` lets each client advertise the host it dialed.
+    pub public_host: Option<String>,
+    /// Tunnel sessions open at once; further clients get a `Busy` error.
+    pub max_sessions: usize,
+    /// Visitors connected at once to one tunnel; further visitors are reset. At most
+    /// [`MAX_VISITORS_PER_TUNNEL`].
+    pub max_visitors_per_tunnel: u32,
+    /// Connections still in their handshake at once; further ones are closed unanswered, so a
+    /// flood of idle or junk connections cannot starve real clients for long.
+    pub max_handshakes: usize,
+    /// Deadline for a new connection's preface and hello.
+    pub handshake_timeout: Duration,
+    /// Largest control frame accepted, in bytes (at most [`MAX_FRAME_LEN`]).
+    pub max_frame_len: usize,
+    /// How often clients must send heartbeats; silence for three intervals ends a session.
+    pub heartbeat_interval: Duration,
+    /// File transfers (waiting offers plus transfers in progress) at once.
+    pub max_transfers: usize,
+    /// How long an offer may wait for its receiver.
+    pub offer_ttl: Duration,
+    /// On shutdown, how long sessions and transfers get to finish before they are cut.
+    pub drain_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            public_ports: None,
+            public_host: None,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_visitors_per_tunnel: DEFAULT_MAX_VISITORS_PER_TUNNEL,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            max_transfers: DEFAULT_MAX_TRANSFERS,
+            offer_ttl: DEFAULT_OFFER_TTL,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Checks the settings against each other and the protocol's limits, and fills in the
+    /// public port range for a relay whose control port is `control_port`.
+    pub(crate) fn validate(mut self, control_port: u16) -> Result<(Self, RangeInclusive<u16>), String> {
+        let ports = match self.public_ports.clone() {
+            Some(r) => r,
+            None => {
+                let low = control_port.checked_add(1).ok_or_else(|| {
+                    "control port 65535 leaves no room for public ports; pass a port range"
+                        .to_string()
+                })?;
+                low..=low.saturating_add(DEFAULT_PUBLIC_PORT_SPAN - 1)
+            }
+        };
+        if ports.is_empty() || *ports.start() == 0 {
+            return Err(format!(
+                "public port range {}-{} is empty or starts at 0",
+                ports.start(),
+                ports.end()
+            ));
+        }
+        if ports.contains(&control_port) {
+            return Err(format!(
+                "public port range {}-{} contains the control port {control_port}",
+                ports.start(),
+                ports.end()
+            ));
+        }
+        self.public_ports = Some(ports.clone());
+        if self.max_visitors_per_tunnel == 0
+            || self.max_visitors_per_tunnel > MAX_VISITORS_PER_TUNNEL
+        {
+            return Err(format!(
+                "max visitors per tunnel must be 1-{MAX_VISITORS_PER_TUNNEL}"
+            ));
+        }
+        if self.max_frame_len < 64 || self.max_frame_len > MAX_FRAME_LEN {
+            return Err(format!("max frame length must be 64-{MAX_FRAME_LEN} bytes"));
+        }
+        for (name, value) in [
+            ("max sessions", self.max_sessions),
+            ("max handshakes", self.max_handshakes),
+            ("max transfers", self.max_transfers),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.heartbeat_interval.is_zero() || self.handshake_timeout.is_zero() {
+            return Err("heartbeat interval and handshake timeout must be positive".into());
+        }
+        if self.heartbeat_interval.as_millis() > u128::from(u32::MAX) {
+            return Err("heartbeat interval is too long".into());
+        }
+        Ok((self, ports))
+    }
+
+    pub(crate) fn heartbeat_interval_ms(&self) -> u32 {
+        u32::try_from(self.heartbeat_interval.as_millis()).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ports_sit_right_above_the_control_port() {
+        let (_, ports) = RelayConfig::default().validate(8080).expect("valid");
+        assert_eq!(ports, 8081..=9080);
+        let (_, ports) = RelayConfig::default().validate(65000).expect("valid");
+        assert_eq!(ports, 65001..=65535);
+        assert!(RelayConfig::default().validate(65535).is_err());
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        let bad = RelayConfig {
+            public_ports: Some(8000..=8100),
+            ..Default::default()
+        };
+        assert!(bad.validate(8080).unwrap_err().contains("control port"));
+        let bad = RelayConfig {
+            max_visitors_per_tunnel: MAX_VISITORS_PER_TUNNEL + 1,
+            ..Default::default()
+        };
+        assert!(bad.validate(8080).is_err());
+    }
+}

@@ -1,0 +1,203 @@
+//! The relay: accepts clients on the control port and serves tunnels and file transfers.
+//!
+//! ```no_run
+//! # async fn run() -> relay_core::Result<()> {
+//! use relay_core::server::{RelayConfig, RelayServer};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//! let relay = RelayServer::new(listener, RelayConfig::default())?;
+//! let shutdown = CancellationToken::new();
+//! relay.run(shutdown).await
+//! # }
+//! ```
+
+mod config;
+mod handshake;
+mod ports;
+mod rendezvous;
+mod session;
+mod visitor;
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+pub use config::*;
+
+use crate::error::{Error, Result};
+use crate::net::tune_session_socket;
+use crate::protocol::Hello;
+use handshake::{Rejection, answer_rejection, read_hello};
+use ports::PortPool;
+use rendezvous::Offers;
+
+/// Pause after a failed `accept` (typically out of file descriptors) before trying again.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A relay bound to its control port, ready to [`run`](RelayServer::run).
+#[derive(Debug)]
+pub struct RelayServer {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// State every connection handler of one relay shares.
+#[derive(Debug)]
+struct Shared {
+    config: RelayConfig,
+    ports: PortPool,
+    sessions: Arc<Semaphore>,
+    transfers: Arc<Semaphore>,
+    offers: Offers,
+    next_id: AtomicU64,
+    tasks: TaskTracker,
+}
+
+impl Shared {
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl RelayServer {
+    /// Wraps an already bound control listener. Public listeners are bound on the same address
+    /// as the control listener (all interfaces if it listens on all).
+    pub fn new(listener: TcpListener, config: RelayConfig) -> Result<Self> {
+        let local = listener.local_addr()?;
+        let (config, port_range) = config
+            .validate(local.port())
+            .map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let ports = PortPool::new(local.ip(), port_range);
+        let shared = Shared {
+            ports,
+            sessions: Arc::new(Semaphore::new(config.max_sessions)),
+            transfers: Arc::new(Semaphore::new(config.max_transfers)),
+            offers: Offers::new(),
+            next_id: AtomicU64::new(1),
+            tasks: TaskTracker::new(),
+            config,
+        };
+        Ok(RelayServer {
+            listener,
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The control port's address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The public ports this relay hands out.
+    pub fn public_ports(&self) -> RangeInclusive<u16> {
+        self.shared.ports.range()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, tells every client, and
+    /// waits up to the configured drain timeout for sessions and transfers to end.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let handshakes = Arc::new(Semaphore::new(self.shared.config.max_handshakes));
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (sock, peer) = match accepted {
+                Ok((sock, peer)) => (sock, crate::net::canonical(peer)),
+                Err(e) => {
+                    warn!(error = %e, "accept failed on the control port; backing off");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                debug!(client.addr = %peer, "too many connections in handshake; closing");
+                continue;
+            };
+            let shared = self.shared.clone();
+            let conn_shutdown = shutdown.child_token();
+            let span = info_span!("conn", client.addr = %peer);
+            self.shared.tasks.spawn(
+                async move {
+                    handle_connection(sock, peer, shared, permit, conn_shutdown).await;
+                }
+                .instrument(span),
+            );
+        }
+        drop(self.listener);
+        let tasks = &self.shared.tasks;
+        tasks.close();
+        info!(
+            open = tasks.len(),
+            "control port closed; draining sessions and transfers"
+        );
+        if tokio::time::timeout(self.shared.config.drain_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                left = tasks.len(),
+                "drain timeout passed; cutting what is left"
+            );
+        }
+        Ok(())
+    }
+}
+
+async fn handle_connection(
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    handshake_permit: tokio::sync::OwnedSemaphorePermit,
+    shutdown: CancellationToken,
+) {
+    tune_session_socket(&sock);
+    let config = &shared.config;
+    let hello = tokio::select! {
+        () = shutdown.cancelled() => return,
+        hello = tokio::time::timeout(config.handshake_timeout, read_hello(&mut sock, config.max_frame_len)) => hello,
+    };
+    let hello = match hello {
+        Err(_) => {
+            debug!(timeout = ?config.handshake_timeout, "handshake timed out; closing");
+            return;
+        }
+        Ok(Err(rejection)) => {
+            log_rejection(&rejection);
+            let _ = tokio::time::timeout(
+                config.handshake_timeout,
+                answer_rejection(&mut sock, &rejection),
+            )
+            .await;
+            return;
+        }
+        Ok(Ok(hello)) => hello,
+    };
+    drop(handshake_permit);
+    match hello {
+        Hello::Tunnel { preferred_port } => {
+            session::run(sock, peer, preferred_port, shared, shutdown).await
+        }
+        Hello::Send => rendezvous::offer(sock, shared, shutdown).await,
+        Hello::Receive { nameplate } => rendezvous::claim(sock, nameplate, shared).await,
+    }
+}
+
+fn log_rejection(rejection: &Rejection) {
+    match rejection {
+        Rejection::Frame(crate::codec::CodecError::Closed) => {
+            debug!("connection closed before its handshake")
+        }
+        _ => info!(reason = %rejection, "handshake rejected"),
+    }
+}
