@@ -1,1 +1,238 @@
-pub fn placeholder() {}
+//! Helpers for end-to-end tests: run the real binaries as a user would, read what they print
+//! with deadlines, and clean up on drop. Plain threads and std types, so sync and async tests can
+//! both use it.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Generous deadline for anything a test waits on; a wait that hits it fails the test.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Path of a workspace binary, building it first if this test run did not.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    if !path.exists() {
+        let status = Command::new(env_or("CARGO", "cargo"))
+            .args(["build", "--bin", name])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --bin {name} failed");
+    }
+    path
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+/// A running binary. Killed when dropped.
+pub struct Proc {
+    name: String,
+    child: Child,
+    stdout: Receiver<Vec<u8>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    /// Starts `name` with `args`, stdin closed, stdout and stderr captured.
+    pub fn spawn(name: &str, args: &[&str]) -> Proc {
+        Self::spawn_with(name, args, &[])
+    }
+
+    /// Like [`Proc::spawn`], with extra environment variables.
+    pub fn spawn_with(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(bin(name));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "info")
+            .env_remove("RUST_BACKTRACE");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let (tx, rx) = channel();
+        let mut out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64 * 1024];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().expect("stderr log");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Proc {
+            name: name.to_string(),
+            child,
+            stdout: rx,
+            stderr,
+        }
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr log").clone()
+    }
+
+    /// Reads stdout until `n` newline-terminated lines arrived or the deadline passed; returns
+    /// all stdout read so far.
+    pub fn stdout_lines(&mut self, n: usize, deadline: Duration) -> String {
+        let end = Instant::now() + deadline;
+        let mut got = Vec::new();
+        while got.iter().filter(|&&b| b == b'\n').count() < n {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(chunk) => got.extend_from_slice(&chunk),
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{}: no {n} stdout lines within {deadline:?}; got {:?}; stderr:\n{}",
+                    self.name,
+                    String::from_utf8_lossy(&got),
+                    self.stderr()
+                ),
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        String::from_utf8(got).expect("stdout is UTF-8")
+    }
+
+    /// The first stdout line, without its newline.
+    pub fn first_line(&mut self) -> String {
+        let out = self.stdout_lines(1, DEADLINE);
+        out.lines().next().unwrap_or_default().to_string()
+    }
+
+    /// All stdout until the process closes it (normally: exits).
+    pub fn rest_of_stdout(&mut self, deadline: Duration) -> String {
+        let end = Instant::now() + deadline;
+        let mut got = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(chunk) => got.extend_from_slice(&chunk),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!("{}: stdout still open after {deadline:?}", self.name),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// Waits until stderr contains `needle`; returns the stderr so far.
+    pub fn wait_stderr(&self, needle: &str, deadline: Duration) -> String {
+        let end = Instant::now() + deadline;
+        loop {
+            let s = self.stderr();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "{}: stderr never contained {needle:?} within {deadline:?}:\n{s}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "{} did not exit within {deadline:?}; stderr:\n{}",
+                self.name,
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `KILL`) through `kill(1)`.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `relay` process listening on a port the system chose.
+pub struct Relay {
+    /// The process.
+    pub proc: Proc,
+    /// Its control address.
+    pub addr: SocketAddr,
+}
+
+impl Relay {
+    /// Starts `relay 127.0.0.1:0 EXTRA...` and reads back the control port from its log.
+    pub fn start(extra: &[&str]) -> Relay {
+        let mut args = vec!["127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn("relay", &args);
+        let log = proc.wait_stderr("relay listening", DEADLINE);
+        let addr = log
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("control="))
+            .expect("control= in the relay's log")
+            .parse()
+            .expect("control address");
+        Relay { proc, addr }
+    }
+
+    /// The control port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `127.0.0.1:PORT` of the control port.
+    pub fn host_port(&self) -> String {
+        self.addr.to_string()
+    }
+}

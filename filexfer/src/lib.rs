@@ -1,0 +1,1 @@
+//! End-to-end encrypted file transfer through a relay (work in progress).
