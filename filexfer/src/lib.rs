@@ -1,1 +1,59 @@
-//! End-to-end encrypted file transfer through a relay (work in progress).
+//! `filexfer`: end-to-end encrypted file transfer through a relay, behind the `send` and
+//! `receive` binaries.
+//!
+//! The relay pairs a sender with its receiver and splices their bytes; everything on the
+//! spliced connection is encrypted and authenticated with keys the two peers agree from the
+//! transfer code by a PAKE, so the relay can neither read nor undetectably change the file.
+//! `docs/filexfer.md` describes the protocol and the threat model.
+//!
+//! # Map
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`code`] | transfer codes `NAMEPLATE-WORD-WORD-WORD`: generation and parsing |
+//! | [`handshake`] | SPAKE2 + HKDF-SHA256 key exchange with two-way key confirmation |
+//! | [`record`] | ChaCha20-Poly1305 records with counter nonces; [`record::Sealer`] is the hot path |
+//! | [`message`] | payloads of the control records (offer, end, abort) |
+//! | [`transfer`] | the conversation after the handshake, its limits, aborting |
+//! | [`sender`] | offer at the relay, wait, send ([`Offered`], [`send_over`]) |
+//! | [`receiver`] | claim at the relay, receive, verify ([`receive`], [`receive_over`]) |
+//! | [`source`] | the sender's file and its reader thread |
+//! | [`sink`] | the receiver's temporary file, writer thread, and no-overwrite commit |
+//! | [`names`] | which file names cross the wire, and escaping them for display |
+//! | [`progress`] | progress bar or lines on stderr |
+//! | [`error`] | [`Error`]: one variant per thing a user can act on |
+//!
+//! # Sending from a program
+//!
+//! ```no_run
+//! # async fn run() -> filexfer::Result<()> {
+//! use filexfer::{Offered, Progress, Source};
+//! let source = Source::open("corgis.mp4".as_ref())?;
+//! let offered = Offered::register("relay.example.com:9021", source).await?;
+//! println!("{}", offered.code());
+//! let cancel = tokio_util::sync::CancellationToken::new();
+//! offered.run(None, &Progress::hidden(), &cancel).await?;
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod code;
+pub mod error;
+pub mod handshake;
+pub mod message;
+pub mod names;
+pub mod progress;
+pub mod receiver;
+pub mod record;
+pub mod sender;
+pub mod sink;
+pub mod source;
+pub mod transfer;
+
+pub use code::Code;
+pub use error::{Error, Result};
+pub use progress::Progress;
+pub use receiver::{ReceiveOptions, Received, receive, receive_over};
+pub use sender::{Offered, send_over};
+pub use source::Source;

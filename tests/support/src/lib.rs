@@ -37,6 +37,7 @@ fn env_or(key: &str, default: &str) -> String {
 }
 
 /// A running binary. Killed when dropped.
+#[derive(Debug)]
 pub struct Proc {
     name: String,
     child: Child,
@@ -203,6 +204,7 @@ impl Drop for Proc {
 }
 
 /// A `relay` process listening on a port the system chose.
+#[derive(Debug)]
 pub struct Relay {
     /// The process.
     pub proc: Proc,

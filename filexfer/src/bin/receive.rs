@@ -1,0 +1,72 @@
+//! `receive RELAYHOST:RELAYPORT CODE OUTDIR`: receive the file offered under CODE into OUTDIR,
+//! verified end to end before it gets its name.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use filexfer::{Code, Progress, ReceiveOptions, receive};
+use relay_bin::{fail, init_logging, shutdown_on_signal};
+
+/// Receive a file sent with `send`, into OUTDIR under the sender's file name.
+#[derive(Debug, Parser)]
+#[command(version, max_term_width = 100)]
+struct Args {
+    /// The relay's control address: HOST:PORT or [V6]:PORT.
+    #[arg(value_parser = parse_relay)]
+    relay: String,
+
+    /// The code `send` printed, e.g. 42-apple-river-stone.
+    #[arg(value_parser = parse_code, hide = false)]
+    code: Code,
+
+    /// Directory to write the file into (created if missing).
+    outdir: PathBuf,
+
+    /// Replace an existing file of the same name.
+    #[arg(long, short)]
+    force: bool,
+
+    /// Print nothing on stderr but errors.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(if args.quiet { "error" } else { "warn" });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail("receive", format_args!("cannot start the runtime: {e}")),
+    };
+    let progress = Progress::for_stderr("receive", args.quiet);
+    let options = ReceiveOptions { force: args.force };
+    let result = runtime.block_on(async {
+        let cancel = shutdown_on_signal();
+        receive(
+            &args.relay,
+            &args.code,
+            &args.outdir,
+            options,
+            &progress,
+            &cancel,
+        )
+        .await
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            progress.clear();
+            fail("receive", e)
+        }
+    }
+}
+
+fn parse_relay(s: &str) -> Result<String, String> {
+    relay_core::net::split_host_port(s)?;
+    Ok(s.to_string())
+}
+
+fn parse_code(s: &str) -> Result<Code, String> {
+    Code::parse(s).map_err(|e| e.to_string())
+}

@@ -1,0 +1,80 @@
+//! `send RELAYHOST:RELAYPORT FILE`: offer a file through the relay and send it, end-to-end
+//! encrypted, to whoever presents the code printed on stdout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use filexfer::{Offered, Progress, Source};
+use relay_bin::{fail, init_logging, parse_duration, shutdown_on_signal};
+
+/// Send a file through a relay. Prints the code for `receive` on stdout (one line, nothing
+/// else); everything for people goes to stderr.
+#[derive(Debug, Parser)]
+#[command(version, max_term_width = 100)]
+struct Args {
+    /// The relay's control address: HOST:PORT or [V6]:PORT.
+    #[arg(value_parser = parse_relay)]
+    relay: String,
+
+    /// The file to send.
+    file: PathBuf,
+
+    /// Print nothing on stderr but errors.
+    #[arg(long, short)]
+    quiet: bool,
+
+    /// Give up if no receiver comes within this time (e.g. 30s, 10m) [default: wait until the
+    /// relay expires the offer].
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(if args.quiet { "error" } else { "warn" });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail("send", format_args!("cannot start the runtime: {e}")),
+    };
+    let progress = Progress::for_stderr("send", args.quiet);
+    match runtime.block_on(run(&args, &progress)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            progress.clear();
+            fail("send", e)
+        }
+    }
+}
+
+async fn run(args: &Args, progress: &Progress) -> filexfer::Result<()> {
+    let cancel = shutdown_on_signal();
+    // Everything that can be checked locally is checked before a code exists.
+    let source = Source::open(&args.file)?;
+    let offered = tokio::select! {
+        o = Offered::register(&args.relay, source) => o?,
+        () = cancel.cancelled() => return Err(filexfer::Error::Cancelled("while contacting the relay")),
+    };
+    print_code(offered.code());
+    progress.note(format_args!(
+        "waiting for the receiver; on the other machine run: receive {} {} OUTDIR",
+        args.relay,
+        offered.code()
+    ));
+    offered.run(args.timeout, progress, &cancel).await?;
+    Ok(())
+}
+
+/// The one line on stdout, flushed at once so a script can read it while we wait.
+fn print_code(code: &filexfer::Code) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{code}");
+    let _ = out.flush();
+}
+
+fn parse_relay(s: &str) -> Result<String, String> {
+    relay_core::net::split_host_port(s)?;
+    Ok(s.to_string())
+}

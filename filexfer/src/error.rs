@@ -1,0 +1,161 @@
+//! The library's error type: one variant per thing a user can act on, each phrased as the one
+//! line `send` or `receive` prints before exiting non-zero.
+
+use std::io;
+use std::time::Duration;
+
+/// Result with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can end a transfer early.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The relay could not be reached, refused us, or broke the rendezvous protocol.
+    #[error("{0}")]
+    Relay(relay_core::Error),
+    /// The relay holds no offer under the code's number: mistyped, already used, or expired.
+    #[error("unknown or already used code: {0}")]
+    UnknownCode(String),
+    /// The text given as a code is not shaped like one.
+    #[error("not a valid code: {0}")]
+    InvalidCode(String),
+    /// The key exchange showed that the two sides used different codes.
+    #[error(
+        "wrong code: the other side used a different code (mistyped, or someone tried to guess it); \
+         nothing was transferred"
+    )]
+    WrongCode,
+    /// The peer's connection ended or broke before the transfer was complete.
+    #[error("the {peer} went away {when}")]
+    PeerVanished {
+        /// `"sender"` or `"receiver"`.
+        peer: &'static str,
+        /// When it happened, e.g. `"mid-transfer (connection reset)"`.
+        when: String,
+    },
+    /// The peer stopped the transfer and said why.
+    #[error("the {peer} stopped the transfer: {reason}")]
+    PeerAborted {
+        /// `"sender"` or `"receiver"`.
+        peer: &'static str,
+        /// The peer's explanation, already escaped for printing.
+        reason: String,
+    },
+    /// The peer sent something this protocol does not allow (or another protocol version).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A record failed authentication, or the file's length or checksum did not match: the
+    /// bytes were altered or lost on the way.
+    #[error("the transfer was corrupted: {0}")]
+    Corrupt(String),
+    /// The file to send cannot be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        /// The file, escaped for printing.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file name is not acceptable (see [`crate::names`]).
+    #[error("name refused: {0}")]
+    NameRefused(String),
+    /// The output file exists and `--force` was not given.
+    #[error("{path} already exists; not overwriting it (use --force to replace it)")]
+    Exists {
+        /// The existing file, escaped for printing.
+        path: String,
+    },
+    /// The receiving file system ran out of space (or quota).
+    #[error("disk full while writing {path}")]
+    DiskFull {
+        /// The file being written, escaped for printing.
+        path: String,
+    },
+    /// The output directory or file could not be created or written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The path, escaped for printing.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// A wait ran past its deadline.
+    #[error("{what} (gave up after {after:?})")]
+    Timeout {
+        /// What did not happen in time.
+        what: &'static str,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The user interrupted the program (SIGINT or SIGTERM).
+    #[error("interrupted {0}")]
+    Cancelled(&'static str),
+}
+
+impl Error {
+    /// Maps an error from the rendezvous with the relay, singling out the answers users can act
+    /// on (an unknown nameplate is a mistyped or used code, not a relay fault).
+    pub fn from_relay(e: relay_core::Error) -> Self {
+        use relay_core::protocol::ErrorCode;
+        match e {
+            relay_core::Error::Rejected {
+                code: ErrorCode::UnknownNameplate,
+                message,
+            } => Error::UnknownCode(message),
+            relay_core::Error::Rejected {
+                code: ErrorCode::PeerGone,
+                message,
+            } => Error::PeerVanished {
+                peer: "sender",
+                when: format!("before the transfer started ({message})"),
+            },
+            e => Error::Relay(e),
+        }
+    }
+
+    /// Maps a socket error or end of stream while talking to `peer`.
+    pub(crate) fn vanished(peer: &'static str, during: &str, e: &io::Error) -> Self {
+        let why = match e.kind() {
+            io::ErrorKind::UnexpectedEof => "connection closed".to_string(),
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => "connection reset".to_string(),
+            _ => e.to_string(),
+        };
+        Error::PeerVanished {
+            peer,
+            when: format!("{during} ({why})"),
+        }
+    }
+}
+
+/// Whether `e` means the file system is out of space or quota.
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_is_recognised_from_the_os_error() {
+        // ENOSPC and EDQUOT on Linux.
+        assert!(is_disk_full(&io::Error::from_raw_os_error(28)));
+        assert!(is_disk_full(&io::Error::from_raw_os_error(122)));
+        assert!(!is_disk_full(&io::Error::from_raw_os_error(13)));
+    }
+
+    #[test]
+    fn unknown_nameplate_becomes_unknown_code() {
+        let e = Error::from_relay(relay_core::Error::Rejected {
+            code: relay_core::protocol::ErrorCode::UnknownNameplate,
+            message: "no transfer is waiting under number 7".into(),
+        });
+        assert!(matches!(e, Error::UnknownCode(_)));
+        assert!(e.to_string().starts_with("unknown or already used code"));
+    }
+}

@@ -1,0 +1,287 @@
+//! The key exchange: SPAKE2 over the full code, HKDF-SHA256 to per-direction keys, and key
+//! confirmation in both directions before anything else moves.
+//!
+//! Each side writes, without waiting for the other:
+//!
+//! ```text
+//! "RLYXFER\0" | version (u16 BE) | len (u8) | SPAKE2 message (symmetric mode)
+//! ```
+//!
+//! reads the peer's, derives the shared secret, and expands it with HKDF-SHA256 into a key per
+//! direction and a confirmation value per role. Each side then writes its own confirmation
+//! before checking the peer's, so with a wrong code *both* sides see a mismatch and report it,
+//! and neither has sent a byte encrypted under an unconfirmed key. Someone without the code (the
+//! relay included) gets one guess per nameplate, and learns nothing it could test offline.
+
+use hkdf::Hkdf;
+use sha2::Sha256;
+use spake2::{Ed25519Group, Identity, Password, Spake2};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::code::Code;
+use crate::error::{Error, Result};
+use crate::record::{Opener, Sealer};
+
+/// Identifies this protocol at the start of the peer-to-peer stream.
+pub const MAGIC: [u8; 8] = *b"RLYXFER\0";
+
+/// Version of the peer-to-peer protocol (handshake, records, messages). Peers refuse any other.
+pub const VERSION: u16 = 1;
+
+/// Binds the PAKE to this application and version, so a code can never be replayed into
+/// another protocol that also uses SPAKE2.
+const IDENTITY: &[u8] = b"relay/filexfer/v1";
+
+/// HKDF salt, fixed per protocol version.
+const SALT: &[u8] = b"relay/filexfer/v1 key schedule";
+
+/// A symmetric SPAKE2 message on Ed25519: one side byte and a point.
+const PAKE_MSG_LEN: usize = 33;
+
+/// Which end of the transfer this side is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Runs `send`: writes the file.
+    Sender,
+    /// Runs `receive`: reads the file.
+    Receiver,
+}
+
+impl Role {
+    /// The other side's role, as a word for messages.
+    pub fn peer_name(self) -> &'static str {
+        match self {
+            Role::Sender => "receiver",
+            Role::Receiver => "sender",
+        }
+    }
+}
+
+/// The confirmed keys of one side: a sealer for what it sends, an opener for what it receives.
+#[derive(Debug)]
+pub struct Keys {
+    /// Encrypts this side's records.
+    pub sealer: Sealer,
+    /// Decrypts the peer's records.
+    pub opener: Opener,
+}
+
+/// Runs the key exchange and confirmation as `role` on `stream`. A different code on the other
+/// side gives [`Error::WrongCode`]; the caller bounds the whole exchange in time.
+pub async fn handshake<S>(stream: &mut S, code: &Code, role: Role) -> Result<Keys>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let peer = role.peer_name();
+    let io_err = |e: std::io::Error| Error::vanished(peer, "during the key exchange", &e);
+
+    let password = code.to_string();
+    let (pake, msg) = Spake2::<Ed25519Group>::start_symmetric(
+        &Password::new(password.as_bytes()),
+        &Identity::new(IDENTITY),
+    );
+    let mut hello = Vec::with_capacity(MAGIC.len() + 3 + msg.len());
+    hello.extend_from_slice(&MAGIC);
+    hello.extend_from_slice(&VERSION.to_be_bytes());
+    hello.push(u8::try_from(msg.len()).map_err(|_| Error::Protocol("PAKE message size".into()))?);
+    hello.extend_from_slice(&msg);
+    stream.write_all(&hello).await.map_err(io_err)?;
+    stream.flush().await.map_err(io_err)?;
+
+    let mut head = [0u8; MAGIC.len() + 3];
+    stream.read_exact(&mut head).await.map_err(io_err)?;
+    if head[..MAGIC.len()] != MAGIC {
+        return Err(Error::Protocol(format!(
+            "the {peer} does not speak the file-transfer protocol"
+        )));
+    }
+    let version = u16::from_be_bytes([head[MAGIC.len()], head[MAGIC.len() + 1]]);
+    if version != VERSION {
+        return Err(Error::Protocol(format!(
+            "the {peer} speaks file-transfer protocol version {version}, this program speaks \
+             {VERSION}; update the older one"
+        )));
+    }
+    let len = usize::from(head[MAGIC.len() + 2]);
+    if len != PAKE_MSG_LEN {
+        return Err(Error::Protocol(format!(
+            "the {peer} sent a key-exchange message of {len} bytes"
+        )));
+    }
+    let mut peer_msg = [0u8; PAKE_MSG_LEN];
+    stream.read_exact(&mut peer_msg).await.map_err(io_err)?;
+    let secret = pake
+        .finish(&peer_msg)
+        .map_err(|e| Error::Protocol(format!("bad key-exchange message from the {peer}: {e}")))?;
+
+    let schedule = Schedule::derive(&secret);
+    let (mine, theirs, seal_key, open_key) = match role {
+        Role::Sender => (
+            schedule.sender_confirm,
+            schedule.receiver_confirm,
+            schedule.sender_key,
+            schedule.receiver_key,
+        ),
+        Role::Receiver => (
+            schedule.receiver_confirm,
+            schedule.sender_confirm,
+            schedule.receiver_key,
+            schedule.sender_key,
+        ),
+    };
+    stream.write_all(&mine).await.map_err(io_err)?;
+    stream.flush().await.map_err(io_err)?;
+    let mut got = [0u8; 32];
+    stream.read_exact(&mut got).await.map_err(io_err)?;
+    if !constant_time_eq(&got, &theirs) {
+        return Err(Error::WrongCode);
+    }
+    Ok(Keys {
+        sealer: Sealer::new(&seal_key),
+        opener: Opener::new(&open_key),
+    })
+}
+
+/// Everything derived from the PAKE's shared secret. Distinct confirmation values per role mean
+/// a relay that reflects a side's own messages back cannot pass confirmation.
+struct Schedule {
+    sender_key: [u8; 32],
+    receiver_key: [u8; 32],
+    sender_confirm: [u8; 32],
+    receiver_confirm: [u8; 32],
+}
+
+impl Schedule {
+    fn derive(secret: &[u8]) -> Schedule {
+        let hk = Hkdf::<Sha256>::new(Some(SALT), secret);
+        let expand = |info: &[u8]| {
+            let mut out = [0u8; 32];
+            // 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
+            hk.expand(info, &mut out)
+                .unwrap_or_else(|_| unreachable!("HKDF output length is valid"));
+            out
+        };
+        Schedule {
+            sender_key: expand(b"sender to receiver: key"),
+            receiver_key: expand(b"receiver to sender: key"),
+            sender_confirm: expand(b"sender: key confirmation"),
+            receiver_confirm: expand(b"receiver: key confirmation"),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Kind, RecordBuf};
+
+    async fn pair(a: &str, b: &str) -> (Result<Keys>, Result<Keys>) {
+        let (mut s, mut r) = tokio::io::duplex(4096);
+        let a = Code::parse(a).expect("code a");
+        let b = Code::parse(b).expect("code b");
+        tokio::join!(
+            handshake(&mut s, &a, Role::Sender),
+            handshake(&mut r, &b, Role::Receiver)
+        )
+    }
+
+    #[tokio::test]
+    async fn same_code_gives_working_keys_in_both_directions() {
+        let (s, r) = pair("7-apple-river-stone", "7-apple-river-stone").await;
+        let (mut s, mut r) = (s.expect("sender"), r.expect("receiver"));
+        let mut buf = RecordBuf::new(64);
+        buf.set_payload(b"to receiver");
+        s.sealer.seal_in_place(Kind::Data, &mut buf).expect("seal");
+        let wire = buf.wire().to_vec();
+        let mut reader = crate::record::RecordReader::new(&wire[..], r.opener);
+        let mut out = RecordBuf::new(64);
+        assert_eq!(
+            reader.read_record(&mut out).await.expect("open"),
+            Some(Kind::Data)
+        );
+        assert_eq!(out.payload(), b"to receiver");
+        // The other direction uses the other key: the sender's own sealer output does not open
+        // with the sender's opener.
+        buf.set_payload(b"x");
+        r.sealer.seal_in_place(Kind::Done, &mut buf).expect("seal");
+        let mut back = crate::record::RecordReader::new(buf.wire(), s.opener);
+        assert_eq!(
+            back.read_record(&mut out).await.expect("open"),
+            Some(Kind::Done)
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_words_fail_on_both_sides() {
+        let (s, r) = pair("7-apple-river-stone", "7-apple-river-stove").await;
+        assert!(matches!(s, Err(Error::WrongCode)), "{s:?}");
+        assert!(matches!(r, Err(Error::WrongCode)), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn the_nameplate_is_part_of_the_password() {
+        let (s, r) = pair("7-apple-river-stone", "8-apple-river-stone").await;
+        assert!(matches!(s, Err(Error::WrongCode)));
+        assert!(matches!(r, Err(Error::WrongCode)));
+    }
+
+    #[tokio::test]
+    async fn a_reflected_handshake_fails() {
+        // A relay that echoes the sender's bytes back must not pass confirmation.
+        let (mut s, echo) = tokio::io::duplex(4096);
+        let (mut rd, mut wr) = tokio::io::split(echo);
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut rd, &mut wr).await;
+        });
+        let code = Code::parse("7-apple-river-stone").expect("code");
+        let got = handshake(&mut s, &code, Role::Sender).await;
+        assert!(got.is_err());
+    }
+
+    #[tokio::test]
+    async fn other_protocols_and_versions_are_named() {
+        let (mut s, mut other) = tokio::io::duplex(4096);
+        let code = Code::parse("7-apple-river-stone").expect("code");
+        let mut junk = b"RLYXFER\0\x00\x02\x21".to_vec();
+        junk.extend_from_slice(&[0; 33]);
+        other.write_all(&junk).await.expect("write");
+        let err = handshake(&mut s, &code, Role::Receiver)
+            .await
+            .expect_err("version");
+        assert!(err.to_string().contains("version 2"), "{err}");
+
+        let (mut s, mut other) = tokio::io::duplex(4096);
+        other
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let err = handshake(&mut s, &code, Role::Receiver)
+            .await
+            .expect_err("magic");
+        assert!(err.to_string().contains("does not speak"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_vanished_peer_is_reported_as_such() {
+        let (mut s, other) = tokio::io::duplex(4096);
+        drop(other);
+        let code = Code::parse("7-apple-river-stone").expect("code");
+        let err = handshake(&mut s, &code, Role::Sender)
+            .await
+            .expect_err("gone");
+        assert!(
+            matches!(
+                err,
+                Error::PeerVanished {
+                    peer: "receiver",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

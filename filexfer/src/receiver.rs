@@ -1,0 +1,216 @@
+//! `receive`'s side: claim the offer at the relay, run the key exchange, check the offered
+//! name, receive into a temporary file, verify, and move it into place.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::code::Code;
+use crate::error::{Error, Result};
+use crate::handshake::{Role, handshake};
+use crate::message::{FileEnd, FileOffer};
+use crate::progress::Progress;
+use crate::record::{CONTROL_PAYLOAD, Kind, RecordBuf, RecordReader, RecordWriter};
+use crate::sink::{Sink, Written, prepare_dir, spawn_writer};
+use crate::transfer::{self, HANDSHAKE_TIMEOUT, abort, unstalled, write_failed};
+
+const PEER: &str = "sender";
+
+/// A file that arrived complete and verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Where it is now.
+    pub path: PathBuf,
+    /// Its length.
+    pub size: u64,
+}
+
+/// What the receiver may do with an existing file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReceiveOptions {
+    /// Replace an existing file of the same name.
+    pub force: bool,
+}
+
+/// Claims the offer behind `code` at the relay at `relay` and receives its file into `outdir`
+/// (created if missing).
+pub async fn receive(
+    relay: &str,
+    code: &Code,
+    outdir: &Path,
+    options: ReceiveOptions,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<Received> {
+    // Before the claim: a directory we cannot create should not use up the code.
+    prepare_dir(outdir)?;
+    let claim = relay_core::client::claim(
+        relay,
+        code.nameplate(),
+        relay_core::protocol::DEFAULT_HANDSHAKE_TIMEOUT,
+    );
+    let stream = tokio::select! {
+        s = claim => s.map_err(Error::from_relay)?,
+        () = cancel.cancelled() => return Err(Error::Cancelled("while contacting the relay")),
+    };
+    receive_over(stream, code, outdir, options, progress, cancel).await
+}
+
+/// Runs the receiver's side of a transfer on `stream`, an already paired connection to the
+/// sender. Writes only inside `outdir`, and only under the checked name the sender announced.
+pub async fn receive_over<S>(
+    mut stream: S,
+    code: &Code,
+    outdir: &Path,
+    options: ReceiveOptions,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<Received>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let keys = tokio::select! {
+        keys = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, code, Role::Receiver)) => {
+            keys.map_err(|_| Error::Timeout { what: "the key exchange did not finish", after: HANDSHAKE_TIMEOUT })??
+        }
+        () = cancel.cancelled() => return Err(Error::Cancelled("during the key exchange")),
+    };
+    let (rd, wr) = tokio::io::split(stream);
+    let mut writer = RecordWriter::new(wr, keys.sealer);
+    let mut reader = RecordReader::new(rd, keys.opener);
+    let result = tokio::select! {
+        r = converse(&mut writer, &mut reader, outdir, options, progress) => r,
+        () = cancel.cancelled() => Err(Error::Cancelled("mid-transfer; nothing was kept")),
+    };
+    if let Err(e) = &result {
+        progress.clear();
+        abort(&mut writer, &mut reader, e).await;
+    }
+    result
+}
+
+async fn converse<R, W>(
+    writer: &mut RecordWriter<W>,
+    reader: &mut RecordReader<R>,
+    outdir: &Path,
+    options: ReceiveOptions,
+    progress: &Progress,
+) -> Result<Received>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut control = RecordBuf::new(CONTROL_PAYLOAD);
+    let first = unstalled(transfer::read(
+        reader,
+        &mut control,
+        PEER,
+        "before offering a file",
+    ))
+    .await?;
+    let offer = match first {
+        Some(Kind::Offer) => FileOffer::decode(control.payload())?,
+        None => {
+            return Err(Error::PeerVanished {
+                peer: PEER,
+                when: "before offering a file".into(),
+            });
+        }
+        other => return Err(transfer::unexpected(other, "a file offer")),
+    };
+    let sink = Sink::create(outdir, &offer.name, options.force)?;
+    unstalled(async {
+        writer
+            .send(Kind::Accept, &[])
+            .await
+            .map_err(write_failed(PEER, "before the transfer started"))
+    })
+    .await?;
+    progress.start("receiving", &offer.name, offer.size);
+
+    let (written, end) = pump(reader, sink, offer.size, progress).await?;
+    if written.len != end.len || written.len != offer.size {
+        return Err(Error::Corrupt(format!(
+            "{} bytes arrived, the sender announced {} and reported sending {}",
+            written.len, offer.size, end.len
+        )));
+    }
+    if written.sha256 != end.sha256 {
+        return Err(Error::Corrupt(
+            "the checksum of what arrived differs from the sender's".into(),
+        ));
+    }
+    let path = written.sink.commit()?;
+    // The file is in place whatever happens to the confirmation: the receiver has succeeded.
+    let _ = writer.send(Kind::Done, &[]).await;
+    let _ = writer.shutdown().await;
+    progress.finish(
+        format_args!("received {}", crate::names::quote(&offer.name)),
+        written.len,
+    );
+    Ok(Received {
+        path,
+        size: written.len,
+    })
+}
+
+/// Reads data records into the writer thread until the end record; returns what the thread
+/// wrote and the sender's end record.
+async fn pump<R: AsyncRead + Unpin>(
+    reader: &mut RecordReader<R>,
+    sink: Sink,
+    size: u64,
+    progress: &Progress,
+) -> Result<(Written, FileEnd)> {
+    let mut disk = spawn_writer(sink);
+    let mut received = 0u64;
+    let outcome = loop {
+        let Some(mut buf) = disk.free.recv().await else {
+            // The writer thread stopped early: its error says why.
+            break None;
+        };
+        let kind = match unstalled(transfer::read(reader, &mut buf, PEER, "mid-transfer")).await {
+            Ok(kind) => kind,
+            Err(e) => break Some(Err(e)),
+        };
+        match kind {
+            Some(Kind::Data) => {
+                let n = buf.payload().len() as u64;
+                received += n;
+                if received > size {
+                    break Some(Err(Error::Corrupt(format!(
+                        "the sender sent more than the {size} bytes it announced"
+                    ))));
+                }
+                if disk.to_disk.send(buf).is_err() {
+                    break None;
+                }
+                progress.advance(n);
+            }
+            Some(Kind::End) => break Some(FileEnd::decode(buf.payload())),
+            None => {
+                break Some(Err(Error::PeerVanished {
+                    peer: PEER,
+                    when: "mid-transfer (the stream ended before the end record)".into(),
+                }));
+            }
+            other => break Some(Err(transfer::unexpected(other, "file data"))),
+        }
+    };
+    // Closing the channel lets the thread finish; on failure it drops the sink, which removes
+    // the temporary file, before we report.
+    drop(disk.to_disk);
+    let written = disk
+        .done
+        .await
+        .map_err(|e| Error::Protocol(format!("the file writer failed: {e}")));
+    match (outcome, written) {
+        (Some(Ok(end)), Ok(Ok(written))) => Ok((written, end)),
+        (Some(Err(e)), _) => Err(e),
+        (_, Ok(Err(e)) | Err(e)) => Err(e),
+        (None, Ok(Ok(_))) => Err(Error::Protocol(
+            "the file writer stopped unexpectedly".into(),
+        )),
+    }
+}

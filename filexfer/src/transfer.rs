@@ -1,0 +1,105 @@
+//! What both ends of a transfer share: the conversation's limits, and how to end it early.
+//!
+//! After the handshake the conversation is:
+//!
+//! ```text
+//! sender                          receiver
+//!   Offer { name, size }   ──►
+//!                          ◄──    Accept            (or Abort: name refused, file exists, ...)
+//!   Data × ⌈size / 256 KiB⌉ ──►
+//!   End { len, sha256 }    ──►
+//!                          ◄──    Done              (verified, synced, renamed into place)
+//! ```
+//!
+//! Either side may send `Abort { reason }` at any point and then stop. `send` succeeds only on
+//! `Done`; `receive` succeeds only once the file is verified and in place.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::{Error, Result};
+use crate::message;
+use crate::record::{Kind, ReadError, RecordBuf, RecordReader, RecordWriter};
+
+/// Deadline for the key exchange once the relay has paired the two sides.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest time a running transfer may make no progress at all (no record written or read)
+/// before it is given up. Generous: a receiver's disk may stall for a while under write-back.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a side that aborts waits for its abort record to reach the peer before closing.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs `step` under [`STALL_TIMEOUT`].
+pub(crate) async fn unstalled<T>(step: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(STALL_TIMEOUT, step)
+        .await
+        .map_err(|_| Error::Timeout {
+            what: "the transfer stalled: no data moved",
+            after: STALL_TIMEOUT,
+        })?
+}
+
+/// Reads one record for `peer` (`"sender"` / `"receiver"`), mapping transport failures to
+/// [`Error::PeerVanished`] and an abort record to [`Error::PeerAborted`]. `Ok(None)` is a
+/// clean end of stream.
+pub(crate) async fn read<R: AsyncRead + Unpin>(
+    reader: &mut RecordReader<R>,
+    buf: &mut RecordBuf,
+    peer: &'static str,
+    during: &str,
+) -> Result<Option<Kind>> {
+    match reader.read_record(buf).await {
+        Ok(Some(Kind::Abort)) => Err(Error::PeerAborted {
+            peer,
+            reason: message::decode_reason(buf.payload()),
+        }),
+        Ok(kind) => Ok(kind),
+        Err(ReadError::Io(e)) => Err(Error::vanished(peer, during, &e)),
+        Err(ReadError::Invalid(e)) => Err(e),
+    }
+}
+
+/// Maps a failed write to `peer`.
+pub(crate) fn write_failed(peer: &'static str, during: &str) -> impl Fn(std::io::Error) -> Error {
+    move |e| Error::vanished(peer, during, &e)
+}
+
+/// Tells the peer why we stop, then closes our side and waits briefly for the peer to close
+/// its own. Closing with the peer's bytes still unread would make the kernel reset the
+/// connection, and a reset can destroy the abort record before the peer reads it.
+pub(crate) async fn abort<R, W>(
+    writer: &mut RecordWriter<W>,
+    reader: &mut RecordReader<R>,
+    error: &Error,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    // The peer already knows when it is the one that stopped or vanished.
+    if matches!(
+        error,
+        Error::PeerAborted { .. } | Error::PeerVanished { .. }
+    ) {
+        return;
+    }
+    let reason = error.to_string();
+    let _ = tokio::time::timeout(ABORT_GRACE, async {
+        writer
+            .send(Kind::Abort, &message::encode_reason(&reason))
+            .await?;
+        writer.shutdown().await?;
+        tokio::io::copy(reader.get_mut(), &mut tokio::io::sink()).await
+    })
+    .await;
+}
+
+/// A record of a kind the protocol does not allow at this point.
+pub(crate) fn unexpected(kind: Option<Kind>, expected: &str) -> Error {
+    match kind {
+        Some(kind) => Error::Protocol(format!("expected {expected}, got a {kind:?} record")),
+        None => Error::Protocol(format!("expected {expected}, the stream ended")),
+    }
+}
