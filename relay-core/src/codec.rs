@@ -216,6 +216,18 @@ mod tests {
         round_trip(OfferEvent::Closed { reason: "x".into() });
     }
 
+    /// Relays of every version answer a client of another version with this exact encoding of
+    /// `Reply::Error`, so it must never change (see `protocol::Reply`).
+    #[test]
+    fn error_reply_encoding_is_frozen() {
+        let frame = encode(&Reply::Error {
+            code: ErrorCode::VersionMismatch,
+            message: "v".into(),
+        })
+        .expect("encodes");
+        assert_eq!(frame, [0, 0, 0, 4, 3, 0, 1, b'v']);
+    }
+
     #[test]
     fn oversized_length_is_rejected_before_allocation() {
         let err = check_len(u32::MAX.to_be_bytes(), DEFAULT_MAX_FRAME_LEN).unwrap_err();

@@ -10,6 +10,8 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -122,11 +124,17 @@ where
         Role::Dialer => Mode::Client,
         Role::Acceptor => Mode::Server,
     };
+    let lost = Arc::new(AtomicBool::new(false));
+    let io = WatchedIo {
+        inner: io,
+        lost: lost.clone(),
+    };
     let conn = Connection::new(io.compat(), yamux_config(), mode);
     let (open_tx, open_rx) = mpsc::channel(64);
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
     let closed = CancellationToken::new();
-    let driver = drive(conn, open_rx, inbound_tx, shutdown, closed.clone()).boxed();
+    let streams = StreamFactory { lost };
+    let driver = drive(conn, streams, open_rx, inbound_tx, shutdown, closed.clone()).boxed();
     Mux {
         handle: MuxHandle {
             open: open_tx,
@@ -138,7 +146,8 @@ where
 }
 
 async fn drive<T>(
-    mut conn: Connection<Compat<T>>,
+    mut conn: Connection<Compat<WatchedIo<T>>>,
+    streams: StreamFactory,
     mut requests: mpsc::Receiver<OpenReply>,
     inbound: mpsc::UnboundedSender<Substream>,
     shutdown: CancellationToken,
@@ -150,9 +159,11 @@ where
     let _closed_on_exit = closed.drop_guard();
     let mut waiting: Option<OpenReply> = None;
     let outcome = tokio::select! {
-        result = poll_fn(|cx| poll_driver(cx, &mut conn, &mut requests, &mut waiting, &inbound)) => Some(result),
+        result = poll_fn(|cx| poll_driver(cx, &mut conn, &streams, &mut requests, &mut waiting, &inbound)) => Some(result),
         () = shutdown.cancelled() => None,
     };
+    // Whatever ended the connection, streams that end from now on were cut, not finished.
+    streams.lost.store(true, Ordering::Release);
     match outcome {
         Some(result) => result,
         None => {
@@ -165,7 +176,8 @@ where
 
 fn poll_driver<T>(
     cx: &mut Context<'_>,
-    conn: &mut Connection<Compat<T>>,
+    conn: &mut Connection<Compat<WatchedIo<T>>>,
+    streams: &StreamFactory,
     requests: &mut mpsc::Receiver<OpenReply>,
     waiting: &mut Option<OpenReply>,
     inbound: &mpsc::UnboundedSender<Substream>,
@@ -173,41 +185,138 @@ fn poll_driver<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    // Socket I/O first: it also retires dropped streams, which frees room for new ones.
     loop {
-        match conn.poll_next_inbound(cx) {
-            Poll::Ready(Some(Ok(stream))) => {
-                // A refused send drops the stream, which resets it: the session is gone.
-                let _ = inbound.send(Substream::new(stream));
-            }
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-            Poll::Ready(None) => return Poll::Ready(Ok(())),
-            Poll::Pending => break,
-        }
-    }
-    loop {
-        if waiting.is_none() {
-            match requests.poll_recv(cx) {
-                Poll::Ready(Some(reply)) => *waiting = Some(reply),
-                // Every handle is gone: keep driving the streams that are still open.
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+        // Socket I/O first: it also retires dropped streams, which frees room for new ones.
+        loop {
+            match conn.poll_next_inbound(cx) {
+                Poll::Ready(Some(Ok(stream))) => {
+                    // A refused send drops the stream, which resets it: the session is gone.
+                    let _ = inbound.send(streams.wrap(stream));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => break,
             }
         }
-        if waiting.as_ref().is_some_and(|w| w.is_closed()) {
-            *waiting = None;
-            continue;
+        let mut opened = false;
+        loop {
+            if waiting.is_none() {
+                match requests.poll_recv(cx) {
+                    Poll::Ready(Some(reply)) => *waiting = Some(reply),
+                    // No request, or every handle is gone: keep driving the open streams.
+                    Poll::Ready(None) | Poll::Pending => break,
+                }
+            }
+            if waiting.as_ref().is_some_and(|w| w.is_closed()) {
+                *waiting = None;
+                continue;
+            }
+            // Pending means 256 streams await the peer's acknowledgement; yamux wakes us.
+            let Poll::Ready(result) = conn.poll_new_outbound(cx) else {
+                break;
+            };
+            let failed = result.is_err();
+            if let Some(reply) = waiting.take() {
+                let _ = reply.send(result.map(|s| streams.wrap(s)));
+            }
+            if failed {
+                // The connection is unusable now; the next poll of inbound reports why.
+                break;
+            }
+            opened = true;
         }
-        // Pending here means 256 streams await the peer's acknowledgement; yamux wakes us.
-        let result = ready!(conn.poll_new_outbound(cx));
-        let failed = result.is_err();
-        if let Some(reply) = waiting.take() {
-            let _ = reply.send(result.map(Substream::new));
-        }
-        if failed {
-            // The connection is now unusable; the next poll of inbound reports why.
-            cx.waker().wake_by_ref();
+        // A new stream's outgoing frames are only noticed once the connection has polled it,
+        // so go round again: otherwise its first frame waits for unrelated traffic.
+        if !opened {
             return Poll::Pending;
         }
+    }
+}
+
+/// Hands out [`Substream`]s that know whether their connection was lost.
+#[derive(Debug)]
+struct StreamFactory {
+    lost: Arc<AtomicBool>,
+}
+
+impl StreamFactory {
+    fn wrap(&self, stream: yamux::Stream) -> Substream {
+        Substream {
+            inner: stream.compat(),
+            we_closed: false,
+            lost: self.lost.clone(),
+        }
+    }
+}
+
+/// The socket under yamux, watched: the moment it reports end of stream or an error, `lost` is
+/// set, before yamux closes the streams and wakes their readers. A reader that then sees its
+/// stream closed can tell a cut connection from a peer's clean FIN.
+#[derive(Debug)]
+struct WatchedIo<T> {
+    inner: T,
+    lost: Arc<AtomicBool>,
+}
+
+impl<T> WatchedIo<T> {
+    fn watch<R>(
+        &self,
+        result: Poll<io::Result<R>>,
+        is_end: impl FnOnce(&R) -> bool,
+    ) -> Poll<io::Result<R>> {
+        if let Poll::Ready(r) = &result {
+            if r.as_ref().map_or(true, is_end) {
+                self.lost.store(true, Ordering::Release);
+            }
+        }
+        result
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let wants = buf.remaining() > 0;
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let eof = wants && buf.filled().len() == before;
+        self.watch(result, |_| eof)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(result, |_| false)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(result, |_| false)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(result, |_| false)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -219,16 +328,10 @@ where
 pub struct Substream {
     inner: Compat<yamux::Stream>,
     we_closed: bool,
+    lost: Arc<AtomicBool>,
 }
 
 impl Substream {
-    fn new(stream: yamux::Stream) -> Self {
-        Substream {
-            inner: stream.compat(),
-            we_closed: false,
-        }
-    }
-
     /// The stream's yamux id, for logs.
     pub fn id(&self) -> u32 {
         self.inner.get_ref().id().val()
@@ -245,8 +348,10 @@ impl AsyncRead for Substream {
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
         let eof = buf.filled().len() == before && buf.remaining() > 0;
         // A FIN from the peer leaves our write side open; finding both sides closed without
-        // having closed ours means the stream was reset or the connection dropped.
-        if eof && !self.we_closed && self.inner.get_ref().is_closed() {
+        // having closed ours means the stream was reset. Once we have closed ours, only the
+        // connection's fate tells a FIN from a cut.
+        let cut = !self.we_closed || self.lost.load(Ordering::Acquire);
+        if eof && cut && self.inner.get_ref().is_closed() {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 "substream reset or tunnel connection lost",

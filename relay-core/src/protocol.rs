@@ -96,6 +96,9 @@ pub enum Reply {
     /// connection carries the peer's raw bytes.
     Paired,
     /// The request was refused; the relay closes the connection after this frame.
+    ///
+    /// Frozen across protocol versions (variant index 3, then `code`, then `message`): a relay
+    /// answers a client of any other version with it, so the client can show why.
     Error {
         /// Machine-readable reason.
         code: ErrorCode,

@@ -54,10 +54,18 @@ pub(crate) async fn read_reply(sock: &mut TcpStream) -> Result<Reply> {
             "the server at that address is not a relay".into(),
         )),
         Some(v) if v != PROTOCOL_VERSION => {
-            // The relay still explains itself in a frame we may not be able to decode.
-            Err(Error::Protocol(format!(
+            // `Reply::Error` is encoded the same in every version, so the relay's own
+            // explanation is readable; anything else gets ours.
+            let mismatch = format!(
                 "the relay speaks protocol version {v}, this client speaks {PROTOCOL_VERSION}"
-            )))
+            );
+            match codec::read_frame(sock, DEFAULT_MAX_FRAME_LEN).await {
+                Ok(Reply::Error { code, message }) => Err(Error::Rejected {
+                    code,
+                    message: format!("{message} ({mismatch})"),
+                }),
+                _ => Err(Error::Protocol(mismatch)),
+            }
         }
         Some(_) => Ok(codec::read_frame(sock, DEFAULT_MAX_FRAME_LEN).await?),
     }

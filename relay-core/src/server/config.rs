@@ -74,7 +74,10 @@ impl Default for RelayConfig {
 impl RelayConfig {
     /// Checks the settings against each other and the protocol's limits, and fills in the
     /// public port range for a relay whose control port is `control_port`.
-    pub(crate) fn validate(mut self, control_port: u16) -> Result<(Self, RangeInclusive<u16>), String> {
+    pub(crate) fn validate(
+        mut self,
+        control_port: u16,
+    ) -> Result<(Self, RangeInclusive<u16>), String> {
         let ports = match self.public_ports.clone() {
             Some(r) => r,
             None => {

@@ -1,10 +1,14 @@
 //! The relay's side of the handshake: judge the preface, read one hello, answer errors.
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::codec::{self, CodecError};
-use crate::protocol::{ErrorCode, Hello, PROTOCOL_VERSION, Reply, parse_preface};
+use crate::protocol::{
+    ErrorCode, Hello, MAGIC, PREFACE_LEN, PROTOCOL_VERSION, Reply, parse_preface,
+};
 
 /// Why a connection did not produce a hello.
 #[derive(Debug)]
@@ -37,25 +41,58 @@ const HTTP_METHODS: [&[u8]; 9] = [
     b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC",
 ];
 
-/// Reads the client's preface and hello.
+/// Reads the client's preface and hello. A connection whose first bytes are not our magic is
+/// turned away as soon as the first wrong byte arrives, so short junk (`GET /` and a newline)
+/// does not sit until the handshake deadline.
 pub(crate) async fn read_hello(
     sock: &mut TcpStream,
     max_frame_len: usize,
 ) -> Result<Hello, Rejection> {
-    let preface = codec::read_preface(sock).await.map_err(Rejection::Frame)?;
+    let mut preface = [0u8; PREFACE_LEN];
+    let mut got = 0;
+    while got < PREFACE_LEN {
+        let n = sock
+            .read(&mut preface[got..])
+            .await
+            .map_err(|e| Rejection::Frame(CodecError::Io(e)))?;
+        if n == 0 {
+            return Err(Rejection::Frame(if got == 0 {
+                CodecError::Closed
+            } else {
+                CodecError::Truncated
+            }));
+        }
+        got += n;
+        let magic_part = got.min(MAGIC.len());
+        if preface[..magic_part] != MAGIC[..magic_part] {
+            let head = &preface[..got];
+            return Err(Rejection::NotRelay {
+                looks_like_http: HTTP_METHODS
+                    .iter()
+                    .any(|m| head.starts_with(&m[..m.len().min(head.len())]) && head.len() >= 3),
+            });
+        }
+    }
     match parse_preface(&preface) {
-        None => Err(Rejection::NotRelay {
-            looks_like_http: HTTP_METHODS.iter().any(|m| preface.starts_with(m)),
-        }),
-        Some(v) if v != PROTOCOL_VERSION => Err(Rejection::Version(v)),
-        Some(_) => codec::read_frame(sock, max_frame_len)
+        Some(v) if v == PROTOCOL_VERSION => codec::read_frame(sock, max_frame_len)
             .await
             .map_err(Rejection::Frame),
+        Some(v) => Err(Rejection::Version(v)),
+        None => Err(Rejection::NotRelay {
+            looks_like_http: false,
+        }),
     }
 }
 
+/// How long, and how many bytes, a refused peer's unread input is drained after the answer.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 64 * 1024;
+
 /// Tells the peer why it is being turned away, in a form it can understand.
-pub(crate) async fn answer_rejection<W: AsyncWrite + Unpin>(w: &mut W, rejection: &Rejection) {
+pub(crate) async fn answer_rejection<S: AsyncRead + AsyncWrite + Unpin>(
+    w: &mut S,
+    rejection: &Rejection,
+) {
     match rejection {
         Rejection::NotRelay {
             looks_like_http: true,
@@ -68,6 +105,7 @@ pub(crate) async fn answer_rejection<W: AsyncWrite + Unpin>(w: &mut W, rejection
                 body.len()
             );
             let _ = w.write_all(response.as_bytes()).await;
+            linger_close(w).await;
         }
         // Anything else that is not ours gets no answer it could misread.
         Rejection::NotRelay { .. } => {}
@@ -79,7 +117,29 @@ pub(crate) async fn answer_rejection<W: AsyncWrite + Unpin>(w: &mut W, rejection
 
 /// Sends the relay's preface and an error reply; failures are ignored since the connection is
 /// being closed either way.
-pub(crate) async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, code: ErrorCode, message: String) {
-    let _ = codec::write_preface_and_frame(w, &Reply::Error { code, message }).await;
-    let _ = w.shutdown().await;
+pub(crate) async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    code: ErrorCode,
+    message: String,
+) {
+    let _ = codec::write_preface_and_frame(s, &Reply::Error { code, message }).await;
+    linger_close(s).await;
+}
+
+/// Sends our FIN, then briefly reads and discards what the peer still sends. Closing a socket
+/// with unread input makes the kernel send a reset, which can destroy the answer we just wrote
+/// before the peer reads it.
+async fn linger_close<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) {
+    let _ = s.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }

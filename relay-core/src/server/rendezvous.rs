@@ -125,10 +125,7 @@ pub(super) async fn offer(mut sender: TcpStream, shared: Arc<Shared>, shutdown: 
                 receiver_to_sender = down,
                 "transfer finished"
             ),
-            Err(reason) => {
-                reset_on_close(&sender);
-                info!(%reason, "offer ended");
-            }
+            Err(reason) => info!(%reason, "offer ended"),
         }
     }
     .instrument(span)
@@ -250,6 +247,8 @@ async fn wait_and_transfer(
     match result {
         Ok(t) => Ok((t.a_to_b + early.len() as u64, t.b_to_a)),
         Err(e) => {
+            // Both peers must see an abort, never a clean end of a cut-off stream.
+            reset_on_close(sender);
             reset_on_close(&receiver);
             Err(format!("transfer broke off: {e}"))
         }
@@ -258,11 +257,16 @@ async fn wait_and_transfer(
 
 /// Serves a receiver: hands its connection to the offer registered under `nameplate`.
 pub(super) async fn claim(mut receiver: TcpStream, nameplate: String, shared: Arc<Shared>) {
+    if !is_nameplate(&nameplate) {
+        info!("claim with a malformed nameplate");
+        let msg = "the code must start with the number the sender's relay assigned".to_string();
+        refuse(&mut receiver, ErrorCode::BadRequest, msg).await;
+        return;
+    }
     let Some(offer) = shared.offers.take(&nameplate) else {
-        info!(nameplate = %nameplate.escape_debug(), "claim for an unknown nameplate");
+        info!(nameplate = %nameplate, "claim for an unknown nameplate");
         let msg = format!(
-            "no transfer is waiting under number {} (wrong code, already used, or the sender stopped)",
-            nameplate.escape_debug()
+            "no transfer is waiting under number {nameplate} (wrong code, already used, or the sender stopped)"
         );
         refuse(&mut receiver, ErrorCode::UnknownNameplate, msg).await;
         return;
@@ -276,3 +280,11 @@ pub(super) async fn claim(mut receiver: TcpStream, nameplate: String, shared: Ar
         .await;
     }
 }
+
+/// Nameplates are short decimal numbers; anything else is refused without being echoed back.
+fn is_nameplate(s: &str) -> bool {
+    (1..=MAX_NAMEPLATE_DIGITS).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Longest nameplate accepted in a claim.
+const MAX_NAMEPLATE_DIGITS: usize = 12;

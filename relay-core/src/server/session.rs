@@ -20,7 +20,18 @@ use crate::protocol::{
     ClientControl, ErrorCode, HEARTBEAT_TOLERANCE, RelayControl, Reply, Welcome,
 };
 
-/// Byte and visitor counters of one session, shared with its visitor tasks.
+/// What every visitor task of one session shares (one `Arc` per visitor keeps them small).
+#[derive(Debug)]
+pub(super) struct Tunnel {
+    pub(super) mux: MuxHandle,
+    pub(super) stats: SessionStats,
+    /// Cancelled when the session ends; every visitor is then reset.
+    pub(super) session: CancellationToken,
+    /// How long the client may take to answer a new visitor.
+    pub(super) answer_timeout: Duration,
+}
+
+/// Byte and visitor counters of one session.
 #[derive(Debug, Default)]
 pub(super) struct SessionStats {
     pub(super) visitors: AtomicU64,
@@ -98,8 +109,7 @@ pub(super) async fn run(
     );
     async move {
         info!(client.addr = %peer, "session opened");
-        let stats = Arc::new(SessionStats::default());
-        let reason = serve(sock, listener, &shared, &stats, shutdown).await;
+        let (reason, stats) = serve(sock, listener, &shared, shutdown).await;
         info!(
             %reason,
             visitors = stats.visitors.load(Ordering::Relaxed),
@@ -112,14 +122,13 @@ pub(super) async fn run(
     .await
 }
 
-/// Runs the session until it ends; returns why, for the log.
+/// Runs the session until it ends; returns why, for the log, and its counters.
 async fn serve(
     sock: TcpStream,
     listener: TcpListener,
     shared: &Arc<Shared>,
-    stats: &Arc<SessionStats>,
     relay_shutdown: CancellationToken,
-) -> String {
+) -> (String, SessionStats) {
     let config = &shared.config;
     // Cancelled when the session ends for any reason; visitors hang off it.
     let session = CancellationToken::new();
@@ -137,14 +146,21 @@ async fn serve(
     };
     let Some(control) = control else {
         driver.abort();
-        return "client did not open its control stream".to_string();
+        let reason = "client did not open its control stream".to_string();
+        return (reason, SessionStats::default());
     };
     let silence_limit = config.heartbeat_interval * HEARTBEAT_TOLERANCE;
     let visitors = Arc::new(Semaphore::new(config.max_visitors_per_tunnel as usize));
+    let tunnel = Arc::new(Tunnel {
+        mux: mux.handle.clone(),
+        stats: SessionStats::default(),
+        session: session.clone(),
+        answer_timeout: config.handshake_timeout,
+    });
 
     let reason = tokio::select! {
         r = heartbeats(control, silence_limit, config.max_frame_len, relay_shutdown.clone()) => r,
-        r = accept_visitors(&listener, &mux.handle, &visitors, shared, stats, &session) => r,
+        r = accept_visitors(&listener, tunnel.clone(), &visitors, shared) => r,
         r = reject_extra_streams(&mut mux.inbound) => r,
         r = driver => match r {
             Ok(Ok(())) => "client closed the connection".to_string(),
@@ -155,7 +171,12 @@ async fn serve(
     // Closing the public port first means no visitor arrives into a dying session.
     drop(listener);
     session.cancel();
-    reason
+    let stats = SessionStats {
+        visitors: tunnel.stats.visitors.load(Ordering::Relaxed).into(),
+        bytes_in: tunnel.stats.bytes_in.load(Ordering::Relaxed).into(),
+        bytes_out: tunnel.stats.bytes_out.load(Ordering::Relaxed).into(),
+    };
+    (reason, stats)
 }
 
 /// Answers the client's heartbeats; ends when the client falls silent, the stream ends, or the
@@ -203,11 +224,9 @@ async fn reject_extra_streams(
 
 async fn accept_visitors(
     listener: &TcpListener,
-    mux: &MuxHandle,
+    tunnel: Arc<Tunnel>,
     visitors: &Arc<Semaphore>,
     shared: &Arc<Shared>,
-    stats: &Arc<SessionStats>,
-    session: &CancellationToken,
 ) -> String {
     loop {
         let (tcp, addr) = match listener.accept().await {
@@ -224,17 +243,9 @@ async fn accept_visitors(
             continue;
         };
         let visitor_id = shared.next_id();
-        stats.visitors.fetch_add(1, Ordering::Relaxed);
+        tunnel.stats.visitors.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("visitor", visitor.id = visitor_id, visitor.addr = %addr);
-        let task = visitor::serve(
-            tcp,
-            addr,
-            visitor_id,
-            mux.clone(),
-            stats.clone(),
-            session.clone(),
-            permit,
-        );
+        let task = visitor::serve(tcp, addr, visitor_id, tunnel.clone(), permit);
         shared.tasks.spawn(task.instrument(span));
     }
 }

@@ -6,14 +6,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::session::SessionStats;
+use super::session::Tunnel;
 use crate::codec::{self, LEN_PREFIX};
 use crate::mux::{MuxHandle, Substream};
 use crate::net::{reset_on_close, tune_data_socket};
@@ -24,16 +24,15 @@ pub(super) async fn serve(
     mut tcp: TcpStream,
     peer_addr: SocketAddr,
     visitor_id: u64,
-    mux: MuxHandle,
-    stats: Arc<SessionStats>,
-    session: CancellationToken,
+    tunnel: Arc<Tunnel>,
     _permit: OwnedSemaphorePermit,
 ) {
     tune_data_socket(&tcp);
     let result = tokio::select! {
-        () = session.cancelled() => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "tunnel session ended")),
-        r = forward(&mut tcp, peer_addr, visitor_id, &mux) => r,
+        () = tunnel.session.cancelled() => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "tunnel session ended")),
+        r = forward(&mut tcp, peer_addr, visitor_id, &tunnel.mux, tunnel.answer_timeout) => r,
     };
+    let stats = &tunnel.stats;
     match result {
         Ok((bytes_in, bytes_out)) => {
             stats.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
@@ -57,8 +56,12 @@ async fn forward(
     peer_addr: SocketAddr,
     visitor_id: u64,
     mux: &MuxHandle,
+    answer_timeout: Duration,
 ) -> io::Result<(u64, u64)> {
-    let mut stream = mux.open().await?;
+    // Waits here while 256 earlier substreams are still unanswered by the client.
+    let mut stream = tokio::time::timeout(answer_timeout, mux.open())
+        .await
+        .map_err(|_| no_answer(answer_timeout))??;
     // yamux announces a stream only with its first frame, so the header goes out at once; the
     // visitor's bytes may follow before the client answers.
     let header = VisitorHeader {
@@ -69,7 +72,7 @@ async fn forward(
         .await
         .map_err(io::Error::other)?;
     debug!(stream = stream.id(), "substream opened");
-    let mut stream = AwaitReply::new(stream);
+    let mut stream = AwaitReply::new(stream, answer_timeout);
     let moved = splice(tcp, &mut stream).await?;
     Ok((moved.a_to_b, moved.b_to_a))
 }
@@ -80,6 +83,16 @@ async fn forward(
 struct AwaitReply {
     inner: Substream,
     state: ReplyState,
+    /// Until the answer arrives; dropped after it, so an open visitor holds no timer.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    timeout: Duration,
+}
+
+fn no_answer(after: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the client did not answer for the visitor within {after:?}"),
+    )
 }
 
 enum ReplyState {
@@ -89,13 +102,15 @@ enum ReplyState {
 }
 
 impl AwaitReply {
-    fn new(inner: Substream) -> Self {
+    fn new(inner: Substream, timeout: Duration) -> Self {
         AwaitReply {
             inner,
             state: ReplyState::Prefix {
                 buf: [0; LEN_PREFIX],
                 got: 0,
             },
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            timeout,
         }
     }
 
@@ -117,7 +132,10 @@ impl AwaitReply {
                         }
                     }
                     ReplyState::Body { buf, .. } => match codec::decode(&buf) {
-                        Ok(VisitorReply::Accepted) => ReplyState::Accepted,
+                        Ok(VisitorReply::Accepted) => {
+                            self.deadline = None;
+                            ReplyState::Accepted
+                        }
                         Ok(VisitorReply::Refused { reason }) => {
                             return Poll::Ready(Err(io::Error::new(
                                 io::ErrorKind::ConnectionRefused,
@@ -131,7 +149,16 @@ impl AwaitReply {
                 continue;
             }
             let mut rb = ReadBuf::new(&mut buf[*got..]);
-            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+            if Pin::new(&mut self.inner)
+                .poll_read(cx, &mut rb)?
+                .is_pending()
+            {
+                if let Some(deadline) = self.deadline.as_mut() {
+                    ready!(deadline.as_mut().poll(cx));
+                    return Poll::Ready(Err(no_answer(self.timeout)));
+                }
+                return Poll::Pending;
+            }
             if rb.filled().is_empty() {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
