@@ -63,9 +63,7 @@ impl Proc {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
         let (tx, rx) = channel();
         let mut out = child.stdout.take().expect("stdout");
         std::thread::spawn(move || {
@@ -141,7 +139,9 @@ impl Proc {
             match self.stdout.recv_timeout(left) {
                 Ok(chunk) => got.extend_from_slice(&chunk),
                 Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => panic!("{}: stdout still open after {deadline:?}", self.name),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("{}: stdout still open after {deadline:?}", self.name)
+                }
             }
         }
         String::from_utf8_lossy(&got).into_owned()
