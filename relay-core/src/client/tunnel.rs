@@ -19,6 +19,10 @@ use crate::protocol::{
     RelayControl, Reply, VisitorHeader,
 };
 
+/// How long a lost session waits for the relay's last control frame, to report its reason.
+const LAST_WORD: Duration = Duration::from_millis(100);
+const RELAY_SHUT_DOWN: &str = "the relay shut down";
+
 /// Shortest heartbeat interval a client accepts from a relay, whatever it announces.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 
@@ -227,18 +231,30 @@ impl Session {
             ended,
             cancel,
         } = self;
+        let control = heartbeats(control, heartbeat);
+        tokio::pin!(control);
         let reason = tokio::select! {
-            r = driver => match r {
-                Ok(Ok(())) => "the relay closed the connection".to_string(),
-                Ok(Err(e)) => format!("connection to the relay failed: {e}"),
-                Err(e) => format!("connection task failed: {e}"),
-            },
-            r = heartbeats(control, heartbeat) => r,
-            r = dispatch(&mut inbound, incoming, header_timeout) => r,
+            r = driver => {
+                let cut = match r {
+                    Ok(Ok(())) => "the relay closed the connection".to_string(),
+                    Ok(Err(e)) => format!("connection to the relay failed: {e}"),
+                    Err(e) => format!("connection task failed: {e}"),
+                };
+                // A relay that shuts down says so on the control stream just before closing;
+                // that frame is already buffered and gives the better reason.
+                match tokio::time::timeout(LAST_WORD, &mut control).await {
+                    Ok(r) if r.starts_with(RELAY_SHUT_DOWN) => r,
+                    _ => cut,
+                }
+            }
+            r = &mut control => r,
+            // A clone: `accept` must not see the queue close before the reason is recorded.
+            r = dispatch(&mut inbound, incoming.clone(), header_timeout) => r,
             () = cancel.cancelled() => "tunnel listener dropped".to_string(),
         };
         debug!(%reason, "session ended");
         *ended.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+        drop(incoming);
         cancel.cancel();
     }
 }
@@ -255,7 +271,7 @@ async fn heartbeats(control: Substream, interval: Duration) -> String {
                     *last_heard.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
                 }
                 Ok(RelayControl::Shutdown { reason }) => {
-                    return format!("the relay shut down ({reason})");
+                    return format!("{RELAY_SHUT_DOWN} ({reason})");
                 }
                 Err(CodecError::Closed) => {
                     return "the relay closed the control stream".to_string();
