@@ -189,7 +189,7 @@ async fn handle_connection(
             session::run(sock, peer, preferred_port, shared, shutdown).await
         }
         Hello::Send => rendezvous::offer(sock, shared, shutdown).await,
-        Hello::Receive { nameplate } => rendezvous::claim(sock, nameplate, shared).await,
+        Hello::Receive { nameplate } => rendezvous::claim(sock, peer.ip(), nameplate, shared).await,
     }
 }
 

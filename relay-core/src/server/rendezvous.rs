@@ -6,8 +6,10 @@
 //! per direction ([`crate::splice::CHUNK`] bytes each) and a small frame buffer before pairing.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -24,11 +26,20 @@ use crate::net::reset_on_close;
 use crate::protocol::{ErrorCode, HEARTBEAT_TOLERANCE, OfferEvent, Reply, SenderMessage};
 use crate::splice::splice;
 
+/// Claims one address may make per [`CLAIM_WINDOW`]. Nameplates are short, so without a limit a
+/// client could claim numbers in a loop and spoil other people's offers (it would still learn
+/// nothing: the words are never sent to the relay).
+const CLAIMS_PER_WINDOW: u32 = 30;
+const CLAIM_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked at once; beyond this the oldest windows are dropped first.
+const MAX_TRACKED_CLAIMERS: usize = 65_536;
+
 /// Offers waiting for their receiver, by nameplate.
 #[derive(Debug, Default)]
 pub(super) struct Offers {
     waiting: Mutex<HashMap<String, (u64, oneshot::Sender<TcpStream>)>>,
     next: AtomicU64,
+    claimers: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl Offers {
@@ -56,6 +67,25 @@ impl Offers {
     fn take(&self, nameplate: &str) -> Option<oneshot::Sender<TcpStream>> {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         waiting.remove(nameplate).map(|(_, tx)| tx)
+    }
+
+    /// Counts a claim from `ip`; false once the address is over its budget for this window.
+    fn allow_claim(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut claimers = self.claimers.lock().unwrap_or_else(PoisonError::into_inner);
+        if claimers.len() >= MAX_TRACKED_CLAIMERS {
+            claimers.retain(|_, (start, _)| now.duration_since(*start) < CLAIM_WINDOW);
+            if claimers.len() >= MAX_TRACKED_CLAIMERS {
+                claimers.clear();
+            }
+        }
+        let (start, count) = claimers.entry(ip).or_insert((now, 0));
+        if now.duration_since(*start) >= CLAIM_WINDOW {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        *count <= CLAIMS_PER_WINDOW
     }
 
     /// Removes the offer if it is still the one registered as `id`.
@@ -119,7 +149,19 @@ pub(super) async fn offer(mut sender: TcpStream, shared: Arc<Shared>, shutdown: 
     let span = info_span!("offer", nameplate = %nameplate);
     async {
         info!("offer registered");
-        match wait_and_transfer(&mut sender, claim_rx, &shared, &shutdown).await {
+        let mut claim_rx = claim_rx;
+        let outcome = wait_and_transfer(&mut sender, &mut claim_rx, &shared, &shutdown).await;
+        // A receiver may have been handed over just as the offer ended: answer it too.
+        claim_rx.close();
+        if let Ok(mut receiver) = claim_rx.try_recv() {
+            refuse(
+                &mut receiver,
+                ErrorCode::PeerGone,
+                "the sender went away".into(),
+            )
+            .await;
+        }
+        match outcome {
             Ok((up, down)) => info!(
                 sender_to_receiver = up,
                 receiver_to_sender = down,
@@ -134,7 +176,7 @@ pub(super) async fn offer(mut sender: TcpStream, shared: Arc<Shared>, shutdown: 
 
 async fn wait_and_transfer(
     sender: &mut TcpStream,
-    mut claim: oneshot::Receiver<TcpStream>,
+    claim: &mut oneshot::Receiver<TcpStream>,
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<(u64, u64), String> {
@@ -151,7 +193,7 @@ async fn wait_and_transfer(
 
     let mut receiver = loop {
         let frame = tokio::select! {
-            claimed = &mut claim => match claimed {
+            claimed = &mut *claim => match claimed {
                 Ok(receiver) => break receiver,
                 Err(_) => return Err("offer lost from the registry".into()),
             },
@@ -208,7 +250,9 @@ async fn wait_and_transfer(
             }
         }
     };
-    match tokio::time::timeout(config.handshake_timeout, confirmed).await {
+    // Half the handshake deadline, so the receiver (whose own deadline covers the pairing)
+    // hears `PeerGone` rather than timing out.
+    match tokio::time::timeout(config.handshake_timeout / 2, confirmed).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             refuse(
@@ -256,7 +300,20 @@ async fn wait_and_transfer(
 }
 
 /// Serves a receiver: hands its connection to the offer registered under `nameplate`.
-pub(super) async fn claim(mut receiver: TcpStream, nameplate: String, shared: Arc<Shared>) {
+pub(super) async fn claim(
+    mut receiver: TcpStream,
+    peer: IpAddr,
+    nameplate: String,
+    shared: Arc<Shared>,
+) {
+    if !shared.offers.allow_claim(peer) {
+        warn!(claims = CLAIMS_PER_WINDOW, window = ?CLAIM_WINDOW, "claim rate limit reached");
+        let msg = format!(
+            "too many codes tried from your address (more than {CLAIMS_PER_WINDOW} a minute); wait a minute"
+        );
+        refuse(&mut receiver, ErrorCode::Busy, msg).await;
+        return;
+    }
     if !is_nameplate(&nameplate) {
         info!("claim with a malformed nameplate");
         let msg = "the code must start with the number the sender's relay assigned".to_string();
