@@ -57,13 +57,13 @@ impl FileOffer {
     }
 }
 
-/// The sender's last word: `length (u64) | SHA-256 (32 bytes)` of everything it sent.
+/// The sender's last word: `length (u64) | BLAKE3 (32 bytes)` of everything it sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEnd {
     /// Bytes of file data sent.
     pub len: u64,
-    /// SHA-256 of those bytes.
-    pub sha256: [u8; 32],
+    /// BLAKE3 of those bytes.
+    pub blake3: [u8; 32],
 }
 
 impl FileEnd {
@@ -74,7 +74,7 @@ impl FileEnd {
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut out = [0u8; Self::LEN];
         out[..8].copy_from_slice(&self.len.to_be_bytes());
-        out[8..].copy_from_slice(&self.sha256);
+        out[8..].copy_from_slice(&self.blake3);
         out
     }
 
@@ -85,11 +85,11 @@ impl FileEnd {
             .map_err(|_| Error::Protocol("malformed end record".into()))?;
         let mut len = [0u8; 8];
         len.copy_from_slice(&bytes[..8]);
-        let mut sha256 = [0u8; 32];
-        sha256.copy_from_slice(&bytes[8..]);
+        let mut blake3 = [0u8; 32];
+        blake3.copy_from_slice(&bytes[8..]);
         Ok(FileEnd {
             len: u64::from_be_bytes(len),
-            sha256,
+            blake3,
         })
     }
 }
@@ -145,7 +145,7 @@ mod tests {
     fn ends_round_trip() {
         let e = FileEnd {
             len: 42,
-            sha256: [3; 32],
+            blake3: [3; 32],
         };
         assert_eq!(FileEnd::decode(&e.encode()).expect("decode"), e);
         assert!(FileEnd::decode(&[0; 39]).is_err());

@@ -58,7 +58,8 @@ pub async fn receive(
 }
 
 /// Runs the receiver's side of a transfer on `stream`, an already paired connection to the
-/// sender. Writes only inside `outdir`, and only under the checked name the sender announced.
+/// sender. Writes only inside `outdir` (created if missing), and only under the checked name
+/// the sender announced.
 pub async fn receive_over<S>(
     mut stream: S,
     code: &Code,
@@ -70,6 +71,7 @@ pub async fn receive_over<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    prepare_dir(outdir)?;
     let keys = tokio::select! {
         keys = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, code, Role::Receiver)) => {
             keys.map_err(|_| Error::Timeout { what: "the key exchange did not finish", after: HANDSHAKE_TIMEOUT })??
@@ -136,7 +138,7 @@ where
             written.len, offer.size, end.len
         )));
     }
-    if written.sha256 != end.sha256 {
+    if written.blake3 != end.blake3 {
         return Err(Error::Corrupt(
             "the checksum of what arrived differs from the sender's".into(),
         ));

@@ -8,12 +8,13 @@
 //! one key. A reader allocates nothing per record and refuses lengths above
 //! [`MAX_PAYLOAD`] before reading them.
 //!
-//! Throughput matters here (the transfer runs at memory speed on loopback): a [`RecordBuf`] is
-//! laid out exactly as the wire bytes, so sealing encrypts in place and one `write_all` sends
-//! the record, and opening decrypts in place where the bytes were read.
+//! The cipher is `ring`'s ChaCha20-Poly1305 (RFC 8439): its assembly runs at about twice the
+//! speed of the portable implementations here (2.3 vs 1.2 GB/s on one core), which decides
+//! whether a 2-core machine reaches 500 MB/s. For the same reason a [`RecordBuf`] is laid out
+//! exactly as the wire bytes: sealing encrypts in place and one `write_all` sends the record;
+//! opening decrypts in place where the bytes were read.
 
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
@@ -128,7 +129,7 @@ impl RecordBuf {
 
 /// Encrypts one direction's records.
 pub struct Sealer {
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
     counter: u64,
 }
 
@@ -144,7 +145,7 @@ impl Sealer {
     /// A sealer for the direction keyed with `key`; the first record uses counter 0.
     pub fn new(key: &[u8; 32]) -> Self {
         Sealer {
-            cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+            cipher: cipher(key),
             counter: 0,
         }
     }
@@ -172,9 +173,13 @@ impl Sealer {
         let plain_end = PAYLOAD_AT + record.payload_len;
         let tag = self
             .cipher
-            .encrypt_in_place_detached(&nonce, &prefix, &mut record.bytes[LEN_PREFIX..plain_end])
+            .seal_in_place_separate_tag(
+                nonce,
+                Aad::from(prefix),
+                &mut record.bytes[LEN_PREFIX..plain_end],
+            )
             .map_err(|_| Error::Protocol("encryption failed".into()))?;
-        record.bytes[plain_end..plain_end + TAG_LEN].copy_from_slice(&tag);
+        record.bytes[plain_end..plain_end + TAG_LEN].copy_from_slice(tag.as_ref());
         record.kind = Some(kind);
         Ok(())
     }
@@ -182,7 +187,7 @@ impl Sealer {
 
 /// Decrypts and authenticates one direction's records.
 pub struct Opener {
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
     counter: u64,
 }
 
@@ -198,7 +203,7 @@ impl Opener {
     /// An opener for the direction keyed with `key`; the first record must carry counter 0.
     pub fn new(key: &[u8; 32]) -> Self {
         Opener {
-            cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+            cipher: cipher(key),
             counter: 0,
         }
     }
@@ -220,10 +225,12 @@ impl Opener {
         let nonce = next_nonce(&mut self.counter)?;
         let mut prefix = [0u8; LEN_PREFIX];
         prefix.copy_from_slice(&record.bytes[..LEN_PREFIX]);
-        let tag_at = LEN_PREFIX + body_len - TAG_LEN;
-        let tag = *Tag::from_slice(&record.bytes[tag_at..tag_at + TAG_LEN]);
         self.cipher
-            .decrypt_in_place_detached(&nonce, &prefix, &mut record.bytes[LEN_PREFIX..tag_at], &tag)
+            .open_in_place(
+                nonce,
+                Aad::from(prefix),
+                &mut record.bytes[LEN_PREFIX..LEN_PREFIX + body_len],
+            )
             .map_err(|_| {
                 Error::Corrupt(
                     "a record failed authentication (altered, replayed or reordered in transit)"
@@ -245,7 +252,14 @@ fn next_nonce(counter: &mut u64) -> Result<Nonce> {
     *counter = counter
         .checked_add(1)
         .ok_or_else(|| Error::Protocol("record counter exhausted".into()))?;
-    Ok(Nonce::from(nonce))
+    Ok(Nonce::assume_unique_for_key(nonce))
+}
+
+fn cipher(key: &[u8; 32]) -> LessSafeKey {
+    // A 32-byte key is exactly what ChaCha20-Poly1305 takes, so this cannot fail.
+    let key = UnboundKey::new(&CHACHA20_POLY1305, key)
+        .unwrap_or_else(|_| unreachable!("ChaCha20-Poly1305 keys are 32 bytes"));
+    LessSafeKey::new(key)
 }
 
 /// Seals and writes records to any byte stream.

@@ -11,7 +11,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -162,8 +161,8 @@ pub(crate) struct Written {
     pub sink: Sink,
     /// Bytes written.
     pub len: u64,
-    /// SHA-256 of those bytes.
-    pub sha256: [u8; 32],
+    /// BLAKE3 of those bytes.
+    pub blake3: [u8; 32],
 }
 
 /// The writer thread's channels.
@@ -185,7 +184,7 @@ pub(crate) fn spawn_writer(mut sink: Sink) -> Writer {
         let _ = free_tx.send(RecordBuf::new(DATA_CHUNK));
     }
     let done = tokio::task::spawn_blocking(move || {
-        let mut hash = Sha256::new();
+        let mut hash = blake3::Hasher::new();
         let mut len = 0u64;
         while let Some(buf) = incoming.blocking_recv() {
             hash.update(buf.payload());
@@ -197,7 +196,7 @@ pub(crate) fn spawn_writer(mut sink: Sink) -> Writer {
         Ok(Written {
             sink,
             len,
-            sha256: hash.finalize().into(),
+            blake3: hash.finalize().into(),
         })
     });
     Writer {

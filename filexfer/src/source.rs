@@ -5,7 +5,6 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
@@ -97,7 +96,7 @@ pub(crate) fn spawn_reader(source: Source) -> Reader {
             size,
             ..
         } = source;
-        let mut hash = Sha256::new();
+        let mut hash = blake3::Hasher::new();
         let mut left = size;
         while left > 0 {
             let Some(mut buf) = free_rx.blocking_recv() else {
@@ -117,7 +116,7 @@ pub(crate) fn spawn_reader(source: Source) -> Reader {
         }
         let end = FileEnd {
             len: size,
-            sha256: hash.finalize().into(),
+            blake3: hash.finalize().into(),
         };
         let _ = filled_tx.send(Ok(Chunk::End(end)));
     });
@@ -184,6 +183,6 @@ mod tests {
         std::fs::remove_file(&path).expect("cleanup");
         assert_eq!(got, data);
         assert_eq!(end.len, data.len() as u64);
-        assert_eq!(end.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
+        assert_eq!(end.blake3, <[u8; 32]>::from(blake3::hash(&data)));
     }
 }

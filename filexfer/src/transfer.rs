@@ -7,7 +7,7 @@
 //!   Offer { name, size }   ──►
 //!                          ◄──    Accept            (or Abort: name refused, file exists, ...)
 //!   Data × ⌈size / 256 KiB⌉ ──►
-//!   End { len, sha256 }    ──►
+//!   End { len, blake3 }    ──►
 //!                          ◄──    Done              (verified, synced, renamed into place)
 //! ```
 //!

@@ -17,7 +17,7 @@ struct Args {
     relay: String,
 
     /// The code `send` printed, e.g. 42-apple-river-stone.
-    #[arg(value_parser = parse_code, hide = false)]
+    #[arg(value_parser = parse_code)]
     code: Code,
 
     /// Directory to write the file into (created if missing).
@@ -34,7 +34,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(if args.quiet { "error" } else { "warn" });
+    // With --quiet the one error line we print ourselves is all that reaches stderr, even
+    // when RUST_LOG is set.
+    if !args.quiet {
+        init_logging("warn");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail("receive", format_args!("cannot start the runtime: {e}")),

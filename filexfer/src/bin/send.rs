@@ -33,7 +33,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(if args.quiet { "error" } else { "warn" });
+    // With --quiet the one error line we print ourselves is all that reaches stderr, even
+    // when RUST_LOG is set.
+    if !args.quiet {
+        init_logging("warn");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail("send", format_args!("cannot start the runtime: {e}")),

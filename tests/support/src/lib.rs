@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +44,7 @@ pub struct Proc {
     child: Child,
     stdout: Receiver<Vec<u8>>,
     stderr: Arc<Mutex<String>>,
+    stderr_closed: Arc<AtomicBool>,
 }
 
 impl Proc {
@@ -77,6 +79,8 @@ impl Proc {
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
         let err = child.stderr.take().expect("stderr");
+        let stderr_closed = Arc::new(AtomicBool::new(false));
+        let closed = stderr_closed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
@@ -84,12 +88,14 @@ impl Proc {
                 s.push_str(&line);
                 s.push('\n');
             }
+            closed.store(true, Ordering::Release);
         });
         Proc {
             name: name.to_string(),
             child,
             stdout: rx,
             stderr,
+            stderr_closed,
         }
     }
 
@@ -145,6 +151,21 @@ impl Proc {
             }
         }
         String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// All of stderr, once the process has closed it (normally: exited). Use it to check what
+    /// a process did *not* print.
+    pub fn stderr_to_end(&self, deadline: Duration) -> String {
+        let end = Instant::now() + deadline;
+        while !self.stderr_closed.load(Ordering::Acquire) {
+            assert!(
+                Instant::now() < end,
+                "{}: stderr still open after {deadline:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.stderr()
     }
 
     /// Waits until stderr contains `needle`; returns the stderr so far.

@@ -1,0 +1,253 @@
+//! Everything that must fail, failing cleanly: one clear line, a non-zero exit, no file.
+
+mod common;
+
+use common::{
+    Scratch, entries, error_line, random_file, relay, run_receive, start_send, wait_until,
+};
+use relay_test_support::{DEADLINE, Proc};
+
+#[test]
+fn wrong_words_fail_on_both_sides_and_write_nothing() {
+    let relay = relay();
+    let dir = Scratch::new("wrong-words");
+    random_file(&dir.join("secret.bin"), 100_000);
+    let (mut send, code) = start_send(&relay.host_port(), &dir.str("secret.bin"), &[]);
+    // Same nameplate, different (valid) words.
+    let nameplate = code.split('-').next().expect("nameplate");
+    let words = if code.ends_with("-abandon-ability-able") {
+        "about-above-absent"
+    } else {
+        "abandon-ability-able"
+    };
+    let wrong = format!("{nameplate}-{words}");
+
+    let (recv, status) = run_receive(&[&relay.host_port(), &wrong, &dir.str("out")]);
+    assert!(!status.success(), "receive accepted a wrong code");
+    let line = error_line(&recv, "receive", "wrong code");
+    assert!(line.contains("receive: wrong code"), "{line}");
+    assert!(
+        !send.wait_exit(DEADLINE).success(),
+        "send accepted a wrong code"
+    );
+    let line = error_line(&send, "send", "wrong code");
+    assert!(line.contains("send: wrong code"), "{line}");
+    assert_eq!(
+        entries(&dir.join("out")),
+        Vec::<String>::new(),
+        "a file was written"
+    );
+    // Still nothing on stdout but the code.
+    assert_eq!(send.rest_of_stdout(DEADLINE), "");
+}
+
+#[test]
+fn an_unknown_nameplate_is_refused() {
+    let relay = relay();
+    let dir = Scratch::new("unknown");
+    let (recv, status) = run_receive(&[
+        &relay.host_port(),
+        "4242-abandon-ability-able",
+        &dir.str("out"),
+    ]);
+    assert!(!status.success());
+    let line = error_line(&recv, "receive", "unknown or already used code");
+    assert!(line.contains("unknown or already used code"), "{line}");
+    assert_eq!(entries(&dir.join("out")), Vec::<String>::new());
+}
+
+#[test]
+fn a_used_code_cannot_be_used_again() {
+    let relay = relay();
+    let dir = Scratch::new("reuse");
+    random_file(&dir.join("once.bin"), 10_000);
+    let (mut send, code) = start_send(&relay.host_port(), &dir.str("once.bin"), &[]);
+    let (recv, status) = run_receive(&[&relay.host_port(), &code, &dir.str("first")]);
+    assert!(status.success(), "{}", recv.stderr());
+    assert!(send.wait_exit(DEADLINE).success(), "{}", send.stderr());
+
+    let (recv, status) = run_receive(&[&relay.host_port(), &code, &dir.str("second")]);
+    assert!(!status.success(), "a used code worked twice");
+    let line = error_line(&recv, "receive", "unknown or already used code");
+    assert!(line.contains("unknown or already used code"), "{line}");
+    assert_eq!(entries(&dir.join("second")), Vec::<String>::new());
+}
+
+#[test]
+fn a_killed_receiver_fails_the_sender_and_leaves_no_file() {
+    let relay = relay();
+    let dir = Scratch::new("killed");
+    // Sparse, so the sender reads it instantly; large, so it is still running when killed.
+    let big = std::fs::File::create(dir.join("huge.iso")).expect("create");
+    big.set_len(8 << 30).expect("sparse 8 GiB");
+    drop(big);
+    let (mut send, code) = start_send(&relay.host_port(), &dir.str("huge.iso"), &[]);
+    let out = dir.join("out");
+    let mut recv = Proc::spawn(
+        "receive",
+        &[&relay.host_port(), &code, out.to_str().expect("path")],
+    );
+    // Mid-transfer: the temporary file exists and has data in it.
+    wait_until("receiving started", DEADLINE, || {
+        entries(&out)
+            .iter()
+            .any(|name| std::fs::metadata(out.join(name)).is_ok_and(|m| m.len() > 1 << 20))
+    });
+    recv.kill();
+
+    let status = send.wait_exit(DEADLINE);
+    assert!(!status.success(), "send succeeded without the receiver");
+    let line = error_line(&send, "send", "receiver went away");
+    assert!(line.contains("receiver went away"), "{line}");
+    assert!(
+        !out.join("huge.iso").exists(),
+        "a partial file got the final name"
+    );
+    // Whatever is left is only the hidden temporary file of the killed process.
+    for name in entries(&out) {
+        assert!(name.starts_with(".filexfer-"), "unexpected file {name}");
+    }
+}
+
+#[test]
+fn a_sender_that_vanishes_mid_transfer_fails_the_receiver() {
+    let relay = relay();
+    let dir = Scratch::new("sender-killed");
+    let big = std::fs::File::create(dir.join("huge.iso")).expect("create");
+    big.set_len(8 << 30).expect("sparse 8 GiB");
+    drop(big);
+    let (mut send, code) = start_send(&relay.host_port(), &dir.str("huge.iso"), &[]);
+    let out = dir.join("out");
+    let mut recv = Proc::spawn(
+        "receive",
+        &[&relay.host_port(), &code, out.to_str().expect("path")],
+    );
+    wait_until("receiving started", DEADLINE, || {
+        entries(&out)
+            .iter()
+            .any(|name| std::fs::metadata(out.join(name)).is_ok_and(|m| m.len() > 1 << 20))
+    });
+    send.kill();
+    assert!(!recv.wait_exit(DEADLINE).success());
+    let line = error_line(&recv, "receive", "sender went away");
+    assert!(line.contains("sender went away"), "{line}");
+    // The receiver cleaned up its temporary file itself.
+    assert_eq!(entries(&out), Vec::<String>::new());
+}
+
+#[test]
+fn an_unreachable_relay_is_named() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let at = format!("127.0.0.1:{port}");
+    let dir = Scratch::new("unreachable");
+    random_file(&dir.join("a.bin"), 10);
+    let mut send = Proc::spawn("send", &[&at, &dir.str("a.bin")]);
+    assert!(!send.wait_exit(DEADLINE).success());
+    error_line(&send, "send", "cannot reach the relay");
+    assert_eq!(send.rest_of_stdout(DEADLINE), "", "a code was printed");
+
+    let (recv, status) = run_receive(&[&at, "12-abandon-ability-able", &dir.str("out")]);
+    assert!(!status.success());
+    error_line(&recv, "receive", "cannot reach the relay");
+}
+
+#[test]
+fn an_unreadable_file_fails_before_any_code() {
+    let relay = relay();
+    let dir = Scratch::new("unreadable");
+    let mut send = Proc::spawn("send", &[&relay.host_port(), &dir.str("missing.bin")]);
+    assert!(!send.wait_exit(DEADLINE).success());
+    let line = error_line(&send, "send", "cannot read");
+    assert!(
+        line.contains("cannot read") && line.contains("missing.bin"),
+        "{line}"
+    );
+    assert_eq!(send.rest_of_stdout(DEADLINE), "");
+
+    let mut send = Proc::spawn(
+        "send",
+        &[&relay.host_port(), dir.path().to_str().expect("dir")],
+    );
+    assert!(!send.wait_exit(DEADLINE).success());
+    error_line(&send, "send", "directory");
+}
+
+#[test]
+fn a_name_the_receiver_would_refuse_is_refused_by_the_sender() {
+    let relay = relay();
+    let dir = Scratch::new("badname");
+    std::fs::write(dir.join("line\nbreak.txt"), b"x").expect("file");
+    let mut send = Proc::spawn("send", &[&relay.host_port(), &dir.str("line\nbreak.txt")]);
+    assert!(!send.wait_exit(DEADLINE).success());
+    let line = error_line(&send, "send", "name refused");
+    assert!(
+        line.contains("name refused") && line.contains("\\u{a}"),
+        "{line}"
+    );
+    assert_eq!(send.rest_of_stdout(DEADLINE), "");
+}
+
+#[test]
+fn the_wait_for_a_receiver_can_time_out() {
+    let relay = relay();
+    let dir = Scratch::new("timeout");
+    random_file(&dir.join("a.bin"), 10);
+    let (mut send, code) = start_send(
+        &relay.host_port(),
+        &dir.str("a.bin"),
+        &["--timeout", "300ms"],
+    );
+    assert!(!send.wait_exit(DEADLINE).success());
+    let line = error_line(&send, "send", "no receiver came");
+    assert!(line.contains("no receiver came"), "{line}");
+    assert_eq!(
+        send.rest_of_stdout(DEADLINE),
+        "",
+        "more than the code on stdout"
+    );
+    // The offer is gone with it.
+    let (recv, status) = run_receive(&[&relay.host_port(), &code, &dir.str("out")]);
+    assert!(!status.success());
+    error_line(&recv, "receive", "unknown or already used code");
+}
+
+#[test]
+fn ctrl_c_ends_the_wait_with_a_clear_message() {
+    let relay = relay();
+    let dir = Scratch::new("sigint");
+    random_file(&dir.join("a.bin"), 10);
+    let (mut send, _code) = start_send(&relay.host_port(), &dir.str("a.bin"), &[]);
+    send.wait_stderr("waiting for the receiver", DEADLINE);
+    send.signal("INT");
+    assert!(!send.wait_exit(DEADLINE).success());
+    let line = error_line(&send, "send", "interrupted while waiting for the receiver");
+    assert!(
+        line.contains("interrupted while waiting for the receiver"),
+        "{line}"
+    );
+}
+
+#[test]
+fn malformed_codes_are_refused_before_contacting_the_relay() {
+    let dir = Scratch::new("malformed");
+    // Port 9 (discard) on loopback is not a relay; the code is checked before any connection.
+    for (code, needle) in [
+        ("hello", "NUMBER-WORD-WORD-WORD"),
+        ("12-abandon-ability-zzzz", "not in the word list"),
+    ] {
+        let (recv, status) = run_receive(&["127.0.0.1:9", code, &dir.str("out")]);
+        assert!(!status.success());
+        let err = recv.wait_stderr(needle, DEADLINE);
+        assert!(!err.contains("cannot reach"), "{err}");
+    }
+    let (recv, status) = run_receive(&["no-port", "12-abandon-ability-able", &dir.str("out")]);
+    assert!(!status.success());
+    recv.wait_stderr("HOST:PORT", DEADLINE);
+    // Nothing was created for a run that could not start.
+    assert!(!dir.join("out").exists());
+}
