@@ -113,6 +113,21 @@ impl Error {
         }
     }
 
+    /// The reason sent to the peer in an abort record: what went wrong, without this side's
+    /// local paths (the peer has no business knowing where files live here).
+    pub fn reason_for_peer(&self) -> String {
+        match self {
+            Error::Exists { .. } => {
+                "it already has a file of that name (it can retry with --force)".into()
+            }
+            Error::DiskFull { .. } => "its disk is full".into(),
+            Error::Write { source, .. } => format!("it cannot write the file: {source}"),
+            Error::Unreadable { source, .. } => format!("it cannot read the file: {source}"),
+            Error::Cancelled(_) => "it was interrupted".into(),
+            other => other.to_string(),
+        }
+    }
+
     /// Maps a socket error or end of stream while talking to `peer`.
     pub(crate) fn vanished(peer: &'static str, during: &str, e: &io::Error) -> Self {
         let why = match e.kind() {

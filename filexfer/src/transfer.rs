@@ -85,7 +85,7 @@ pub(crate) async fn abort<R, W>(
     ) {
         return;
     }
-    let reason = error.to_string();
+    let reason = error.reason_for_peer();
     let _ = tokio::time::timeout(ABORT_GRACE, async {
         writer
             .send(Kind::Abort, &message::encode_reason(&reason))

@@ -251,3 +251,59 @@ fn malformed_codes_are_refused_before_contacting_the_relay() {
     // Nothing was created for a run that could not start.
     assert!(!dir.join("out").exists());
 }
+
+#[test]
+fn a_full_disk_fails_cleanly_on_both_sides() {
+    use std::process::{Command, Stdio};
+    // The receiver runs in a private mount namespace with a 1 MiB tmpfs as OUTDIR, so the
+    // file system really fills up and nothing outside this test sees the mount.
+    let can_mount = Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can_mount {
+        eprintln!("cannot make a private tmpfs here (needs root and unshare); skipping");
+        return;
+    }
+    let relay = relay();
+    let dir = Scratch::new("disk-full");
+    random_file(&dir.join("big.bin"), 4 << 20);
+    let (mut send, code) = start_send(&relay.host_port(), &dir.str("big.bin"), &[]);
+    std::fs::create_dir_all(dir.join("small")).expect("mount point");
+    let receive = relay_test_support::bin("receive");
+    let script = r#"mount -t tmpfs -o size=1m tmpfs "$1" || exit 99
+"$2" "$3" "$4" "$1"; rc=$?
+ls -A "$1"
+exit $rc"#;
+    let mut child = Command::new("unshare")
+        .args(["-m", "sh", "-c", script, "sh"])
+        .arg(dir.join("small"))
+        .arg(&receive)
+        .args([relay.host_port().as_str(), code.as_str()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start receive in a namespace");
+    let end = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < end, "receive did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(status.code(), Some(99), "mount failed: {stderr}");
+    assert!(!status.success(), "receive succeeded on a full disk");
+    assert!(stderr.contains("receive: disk full"), "{stderr}");
+    // Neither the final file nor the temporary one is left on the full file system.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "files left behind"
+    );
+    assert!(!send.wait_exit(DEADLINE).success());
+    error_line(&send, "send", "its disk is full");
+}

@@ -147,9 +147,10 @@ fn an_existing_file_is_kept_unless_forced() {
     );
     assert!(!send.wait_exit(DEADLINE).success(), "send claimed success");
     let sent = error_line(&send, "send", "receiver stopped the transfer");
+    assert!(sent.contains("already has a file of that name"), "{sent}");
     assert!(
-        sent.contains("receiver stopped the transfer") && sent.contains("already exists"),
-        "{sent}"
+        !sent.contains(dir.path().to_str().expect("path")),
+        "local path leaked: {sent}"
     );
     assert_eq!(
         std::fs::read(dir.join("out/report.pdf")).expect("kept"),
