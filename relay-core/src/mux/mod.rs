@@ -9,20 +9,26 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
 use yamux::{Connection, ConnectionError, Mode};
 
 use crate::protocol::MUX_MAX_STREAMS;
+
+mod session_io;
+mod substream;
+
+use session_io::SessionIo;
+use substream::StreamFactory;
+pub use substream::Substream;
 
 /// Receive window yamux grants every stream up front (fixed by the yamux specification).
 pub const STREAM_WINDOW: usize = 256 * 1024;
@@ -125,10 +131,7 @@ where
         Role::Acceptor => Mode::Server,
     };
     let lost = Arc::new(AtomicBool::new(false));
-    let io = WatchedIo {
-        inner: io,
-        lost: lost.clone(),
-    };
+    let io = SessionIo::new(io, lost.clone());
     let conn = Connection::new(io.compat(), yamux_config(), mode);
     let (open_tx, open_rx) = mpsc::channel(64);
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
@@ -146,7 +149,7 @@ where
 }
 
 async fn drive<T>(
-    mut conn: Connection<Compat<WatchedIo<T>>>,
+    mut conn: Connection<Compat<SessionIo<T>>>,
     streams: StreamFactory,
     mut requests: mpsc::Receiver<OpenReply>,
     inbound: mpsc::UnboundedSender<Substream>,
@@ -176,7 +179,7 @@ where
 
 fn poll_driver<T>(
     cx: &mut Context<'_>,
-    conn: &mut Connection<Compat<WatchedIo<T>>>,
+    conn: &mut Connection<Compat<SessionIo<T>>>,
     streams: &StreamFactory,
     requests: &mut mpsc::Receiver<OpenReply>,
     waiting: &mut Option<OpenReply>,
@@ -230,152 +233,5 @@ where
         if !opened {
             return Poll::Pending;
         }
-    }
-}
-
-/// Hands out [`Substream`]s that know whether their connection was lost.
-#[derive(Debug)]
-struct StreamFactory {
-    lost: Arc<AtomicBool>,
-}
-
-impl StreamFactory {
-    fn wrap(&self, stream: yamux::Stream) -> Substream {
-        Substream {
-            inner: stream.compat(),
-            we_closed: false,
-            lost: self.lost.clone(),
-        }
-    }
-}
-
-/// The socket under yamux, watched: the moment it reports end of stream or an error, `lost` is
-/// set, before yamux closes the streams and wakes their readers. A reader that then sees its
-/// stream closed can tell a cut connection from a peer's clean FIN.
-#[derive(Debug)]
-struct WatchedIo<T> {
-    inner: T,
-    lost: Arc<AtomicBool>,
-}
-
-impl<T> WatchedIo<T> {
-    fn watch<R>(
-        &self,
-        result: Poll<io::Result<R>>,
-        is_end: impl FnOnce(&R) -> bool,
-    ) -> Poll<io::Result<R>> {
-        if let Poll::Ready(r) = &result {
-            if r.as_ref().map_or(true, is_end) {
-                self.lost.store(true, Ordering::Release);
-            }
-        }
-        result
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let wants = buf.remaining() > 0;
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let eof = wants && buf.filled().len() == before;
-        self.watch(result, |_| eof)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.watch(result, |_| false)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.watch(result, |_| false)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let result = Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(result, |_| false)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// One yamux stream as a tokio `AsyncRead + AsyncWrite`.
-///
-/// yamux reports a reset stream or a lost connection as a clean end of stream; this wrapper
-/// reports it as `ConnectionReset`, so a dying tunnel can never pass for a complete transfer.
-#[derive(Debug)]
-pub struct Substream {
-    inner: Compat<yamux::Stream>,
-    we_closed: bool,
-    lost: Arc<AtomicBool>,
-}
-
-impl Substream {
-    /// The stream's yamux id, for logs.
-    pub fn id(&self) -> u32 {
-        self.inner.get_ref().id().val()
-    }
-}
-
-impl AsyncRead for Substream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
-        let eof = buf.filled().len() == before && buf.remaining() > 0;
-        // A FIN from the peer leaves our write side open; finding both sides closed without
-        // having closed ours means the stream was reset. Once we have closed ours, only the
-        // connection's fate tells a FIN from a cut.
-        let cut = !self.we_closed || self.lost.load(Ordering::Acquire);
-        if eof && cut && self.inner.get_ref().is_closed() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                "substream reset or tunnel connection lost",
-            )));
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Substream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.we_closed = true;
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

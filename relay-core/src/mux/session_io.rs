@@ -1,0 +1,240 @@
+//! The socket under yamux: watched for loss, reads buffered, small writes coalesced.
+//!
+//! rust-yamux reads every frame as two reads (12-byte header, then body) and writes it as two
+//! writes, then flushes. On a busy session that is two syscalls per frame in each direction,
+//! most of them tiny (window updates are bare headers). This layer turns them into about one
+//! syscall per batch: reads come from a buffer filled by large reads; headers and small bodies
+//! are gathered and written together, large bodies go out in one vectored write with whatever
+//! was gathered before them.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Size of the read buffer; reads at least this large bypass it.
+const READ_BUFFER: usize = 64 * 1024;
+/// Writes at least this large are not copied but sent with a vectored write.
+const DIRECT_WRITE: usize = 8 * 1024;
+/// Most bytes gathered before they must be written out, whatever the flushing.
+const MAX_GATHERED: usize = 256 * 1024;
+
+/// The session socket as yamux sees it.
+///
+/// Loss: the moment the socket reports end of stream or an error, `lost` is set, before yamux
+/// closes the streams and wakes their readers, so a reader that then finds its stream closed can
+/// tell a cut connection from a clean FIN.
+#[derive(Debug)]
+pub(super) struct SessionIo<T> {
+    inner: T,
+    lost: Arc<AtomicBool>,
+    read_buf: Box<[u8]>,
+    read_pos: usize,
+    read_len: usize,
+    gathered: Vec<u8>,
+    gathered_pos: usize,
+    /// Bytes were gathered since the last flush: the next flush is deferred by one task poll,
+    /// so a burst of frames produced in one poll leaves in one write.
+    deferred: bool,
+}
+
+impl<T> SessionIo<T> {
+    pub(super) fn new(inner: T, lost: Arc<AtomicBool>) -> Self {
+        SessionIo {
+            inner,
+            lost,
+            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            read_pos: 0,
+            read_len: 0,
+            gathered: Vec::new(),
+            gathered_pos: 0,
+            deferred: false,
+        }
+    }
+
+    fn watch<R>(
+        &self,
+        result: Poll<io::Result<R>>,
+        is_end: impl FnOnce(&R) -> bool,
+    ) -> Poll<io::Result<R>> {
+        if let Poll::Ready(r) = &result {
+            if r.as_ref().map_or(true, is_end) {
+                self.lost.store(true, Ordering::Release);
+            }
+        }
+        result
+    }
+
+    fn pending_write(&self) -> &[u8] {
+        &self.gathered[self.gathered_pos..]
+    }
+
+    fn consume_gathered(&mut self, n: usize) {
+        self.gathered_pos += n;
+        if self.gathered_pos == self.gathered.len() {
+            self.gathered.clear();
+            self.gathered_pos = 0;
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> SessionIo<T> {
+    /// Writes out everything gathered.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending_write().is_empty() {
+            let result =
+                Pin::new(&mut self.inner).poll_write(cx, &self.gathered[self.gathered_pos..]);
+            let n = ready!(self.watch(result, |_| false))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.consume_gathered(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for SessionIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.read_pos == this.read_len {
+            if buf.remaining() >= READ_BUFFER {
+                let before = buf.filled().len();
+                let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+                let eof = buf.filled().len() == before;
+                return this.watch(result, |_| eof);
+            }
+            let mut fill = ReadBuf::new(&mut this.read_buf);
+            let result = Pin::new(&mut this.inner).poll_read(cx, &mut fill);
+            let n = fill.filled().len();
+            ready!(this.watch(result, |_| n == 0))?;
+            this.read_pos = 0;
+            this.read_len = n;
+        }
+        let n = buf.remaining().min(this.read_len - this.read_pos);
+        buf.put_slice(&this.read_buf[this.read_pos..this.read_pos + n]);
+        this.read_pos += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for SessionIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.pending_write().len() + buf.len() > MAX_GATHERED {
+            ready!(this.poll_drain(cx))?;
+        }
+        this.deferred = true;
+        if buf.len() < DIRECT_WRITE {
+            this.gathered.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let pending = this.pending_write().len();
+        let slices = [
+            IoSlice::new(&this.gathered[this.gathered_pos..]),
+            IoSlice::new(buf),
+        ];
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, &slices);
+        match this.watch(result, |_| false) {
+            Poll::Ready(Ok(n)) if n > pending => {
+                this.consume_gathered(pending);
+                Poll::Ready(Ok(n - pending))
+            }
+            Poll::Ready(Ok(n)) => {
+                // Only (part of) the gathered bytes went out; keep the body with them.
+                this.consume_gathered(n);
+                this.gathered.extend_from_slice(buf);
+                Poll::Ready(Ok(buf.len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                // The socket is full; the bound above keeps this from growing without limit.
+                this.gathered.extend_from_slice(buf);
+                Poll::Ready(Ok(buf.len()))
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.deferred {
+            // yamux flushes after every frame; defer to the next poll of this task so frames
+            // produced meanwhile join the same write. The wake guarantees that poll happens.
+            this.deferred = false;
+            if !this.pending_write().is_empty() {
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.poll_drain(cx))?;
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(result, |_| false)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    #[tokio::test]
+    async fn small_and_large_writes_arrive_in_order_after_flushes() {
+        // Large enough for everything: the reader only starts at the end.
+        let (a, mut b) = duplex(8 << 20);
+        let lost = Arc::new(AtomicBool::new(false));
+        let mut io = SessionIo::new(a, lost.clone());
+        let mut expected = Vec::new();
+        for i in 0..200usize {
+            let chunk: Vec<u8> = (0..(i * 97) % 20_000).map(|j| (i + j) as u8).collect();
+            io.write_all(&chunk).await.expect("write");
+            expected.extend_from_slice(&chunk);
+            if i % 7 == 0 {
+                io.flush().await.expect("flush");
+            }
+        }
+        // Two flushes: the first may be deferred, the second always writes.
+        io.flush().await.expect("flush");
+        io.flush().await.expect("flush");
+        let mut got = vec![0; expected.len()];
+        b.read_exact(&mut got).await.expect("read");
+        assert!(got == expected);
+        assert!(!lost.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn reads_are_buffered_and_eof_marks_the_session_lost() {
+        let (a, mut b) = duplex(1 << 20);
+        let lost = Arc::new(AtomicBool::new(false));
+        let mut io = SessionIo::new(a, lost.clone());
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        b.write_all(&data).await.expect("write");
+        drop(b);
+        let mut got = Vec::new();
+        let mut small = [0u8; 12];
+        loop {
+            let n = io.read(&mut small).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&small[..n]);
+        }
+        assert!(got == data);
+        assert!(lost.load(Ordering::Acquire));
+    }
+}
