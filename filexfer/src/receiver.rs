@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 use crate::code::Code;
 use crate::error::{Error, Result};
@@ -78,6 +79,7 @@ where
         }
         () = cancel.cancelled() => return Err(Error::Cancelled("during the key exchange")),
     };
+    debug!("keys confirmed");
     let (rd, wr) = tokio::io::split(stream);
     let mut writer = RecordWriter::new(wr, keys.sealer);
     let mut reader = RecordReader::new(rd, keys.opener);
@@ -86,6 +88,7 @@ where
         () = cancel.cancelled() => Err(Error::Cancelled("mid-transfer; nothing was kept")),
     };
     if let Err(e) = &result {
+        debug!(error = %e, "transfer failed");
         progress.clear();
         abort(&mut writer, &mut reader, e).await;
     }
@@ -121,6 +124,7 @@ where
         }
         other => return Err(transfer::unexpected(other, "a file offer")),
     };
+    debug!(size = offer.size, "file offered");
     let sink = Sink::create(outdir, &offer.name, options.force)?;
     unstalled(async {
         writer
@@ -144,6 +148,7 @@ where
         ));
     }
     let path = written.sink.commit()?;
+    debug!(len = written.len, "verified and in place");
     // The file is in place whatever happens to the confirmation: the receiver has succeeded.
     let _ = writer.send(Kind::Done, &[]).await;
     let _ = writer.shutdown().await;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 use crate::code::Code;
 use crate::error::{Error, Result};
@@ -98,6 +99,7 @@ where
         }
         () = cancel.cancelled() => return Err(Error::Cancelled("during the key exchange")),
     };
+    debug!("keys confirmed");
     let (rd, wr) = tokio::io::split(stream);
     let mut writer = RecordWriter::new(wr, keys.sealer);
     let mut reader = RecordReader::new(rd, keys.opener);
@@ -109,6 +111,7 @@ where
     match result {
         Ok(sent) => Ok(sent),
         Err(e) => {
+            debug!(error = %e, "transfer failed");
             progress.clear();
             abort(&mut writer, &mut reader, &e).await;
             Err(e)
@@ -155,6 +158,7 @@ where
         }
         other => return Err(transfer::unexpected(other, "the receiver's answer")),
     }
+    debug!(size = offer.size, "the receiver accepted the file");
     progress.start("sending", &offer.name, offer.size);
 
     // The receiver only speaks again to confirm or to abort; listen for it while sending, so
@@ -172,6 +176,10 @@ where
         }
         sent = pump(writer, source, progress) => sent?,
     };
+    debug!(
+        sent,
+        "end record sent; waiting for the receiver's confirmation"
+    );
     // Syncing a large file on a slow disk can take long; the wait stays cancellable.
     match verdict.await {
         Ok(Some(Kind::Done)) => {
