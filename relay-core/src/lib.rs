@@ -34,6 +34,7 @@
 //! }
 //! # }
 //! ```
+#![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod client;
