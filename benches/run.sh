@@ -84,7 +84,8 @@ if (( $(ulimit -n) < BIG_N + 1000 )); then
 fi
 
 log "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$ROOT" && cargo build --release -q -p relay-bin -p echoserver -p relay-benches --bin loadgen)
+(cd "$ROOT" && cargo build --release -q -p relay-bin -p echoserver -p relay-benches \
+    --bin relay --bin expose --bin echoserver --bin loadgen)
 # Copies under names that contain neither "relay" nor "echoserver": on a shared machine another
 # session's `pkill relay` must not stop this run's relay in the middle of a measurement.
 BIN=$WORK/bin
@@ -136,7 +137,7 @@ free_port() { # a port below the ephemeral range with nothing listening on it
     done
 }
 
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || true; }
 
 put() { echo "$1 $2" >>"$RESULTS"; }
 get() { awk -v k="$1" '$1 == k {v = $2} END {print v}' "$RESULTS"; }
@@ -173,7 +174,7 @@ m_bulk() { # m_bulk SYS IPERF_ADDR BENCH_ADDR
                 [[ $dir == down ]] && rev=(-R)
                 out=$(timeout $((BULK_SECS + 30)) iperf3 -c "${iperf%:*}" -p "${iperf##*:}" \
                     -t "$BULK_SECS" -P "$p" "${rev[@]}" -J 2>/dev/null || true)
-                put "$sys.bulk${p}_$dir" "$(jq -r '(.end.sum_received.bits_per_second // 0) / 1e9' <<<"$out" 2>/dev/null || echo 0)"
+                put "$sys.bulk${p}_$dir" "$(jq -r '(.end.sum_received.bits_per_second // 0) / 1e9 * 100 | round / 100' <<<"$out" 2>/dev/null || echo 0)"
             else
                 out=$(timeout $((BULK_SECS + 60)) "$LG" bulk --addr "$bench" --seconds "$BULK_SECS" \
                     --parallel "$p" --direction "$dir" 2>&1 || true)
@@ -231,8 +232,9 @@ m_hold() {
     put "$sys.hold${k}_opened" "$(field opened "$ready")"
     e1=$(field errors "$ready"); e2=$(field errors "$verified")
     put "$sys.hold${k}_errors" "$(( ${e1:-$n} + ${e2:-$n} ))"
-    put "$sys.hold${k}_server_kib" "$(awk -v a="$s0" -v b="$s1" -v n="$n" 'BEGIN {printf "%.2f", (b - a) / n}')"
-    [[ $spid == "$cpid" ]] || put "$sys.hold${k}_client_kib" "$(awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN {printf "%.2f", (b - a) / n}')"
+    # An empty reading means the process is gone (crashed, or out of descriptors).
+    put "$sys.hold${k}_server_kib" "$(awk -v a="$s0" -v b="$s1" -v n="$n" 'BEGIN {if (b == "") print "died"; else printf "%.2f", (b - a) / n}')"
+    [[ $spid == "$cpid" ]] || put "$sys.hold${k}_client_kib" "$(awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN {if (b == "") print "died"; else printf "%.2f", (b - a) / n}')"
     log "  $sys hold $n: $ready; $verified; server RSS ${s0}->${s1} KiB, client ${c0}->${c1} KiB"
 }
 
@@ -345,7 +347,7 @@ memory() { # memory SYS START_FN: fresh processes, idle visitors at HOLD_N and B
 # The run
 
 log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
-log "source: $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
+log "source: ${BENCH_REV:-$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)}"
 
 log "direct: bulk, latency, setup rate, HTTP"
 m_bulk direct "127.0.0.1:$IPERF_PORT" "$BENCH"
@@ -391,7 +393,7 @@ if [[ $BENCH_PEERS == 1 ]]; then
     done
     for peer in bore rathole; do
         if [[ -x $BENCH_TOOLS/bin/$peer ]]; then
-            log "$peer: $("$BENCH_TOOLS/bin/$peer" --version 2>&1 | head -n1)"
+            log "$peer: $("$BENCH_TOOLS/bin/$peer" --version 2>&1 | tr '\n' ' ')"
             MARK=${#PIDS[@]}
             "start_$peer" 1
             suite "$peer"
@@ -465,5 +467,8 @@ row() {
         "connect mean $(get relay_es.conn_mean) us, errors $(get relay_es.conn_errors)"
     echo "direct 'server' is the loadgen echo server; 'client' is expose (relay), bore local, rathole client."
     echo "bulk: $([[ $HAVE_IPERF == 1 ]] && echo "iperf3 -t $BULK_SECS" || echo "loadgen bulk -t $BULK_SECS"); raw results: $RESULTS"
-    [[ -s $WORK/profile-relay.txt ]] && { echo; echo "relay CPU profile (1-stream bulk upload):"; cat "$WORK/profile-relay.txt"; }
+    if [[ -s $WORK/profile-relay.txt ]]; then
+        echo; echo "relay CPU profile (1-stream bulk upload, self time):"; cat "$WORK/profile-relay.txt"
+    fi
 } | tee "$WORK/table.md"
+exit 0
