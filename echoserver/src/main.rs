@@ -5,10 +5,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use relay_bin::{announce, fail, init_logging, shutdown_on_signal};
-use relay_core::net::join_host_port;
+use relay_bin::{RelayArgs, init_logging, shutdown_on_signal};
+use relay_core::TunnelStream;
 use relay_core::splice::copy_one_way;
-use relay_core::{TunnelConfig, TunnelListener, TunnelStream};
 use tracing::{Instrument, info, info_span};
 
 /// Echo server reachable through a relay.
@@ -17,37 +16,18 @@ use tracing::{Instrument, info, info_span};
 #[derive(Debug, Parser)]
 #[command(version, max_term_width = 100)]
 struct Args {
-    /// Relay host name or address.
-    relay_host: String,
-    /// Relay control port.
-    #[arg(value_parser = relay_core::net::parse_port)]
-    relay_port: u16,
-    /// Public port to ask the relay for (granted when free).
-    #[arg(long, env = "RELAY_PREFERRED_PORT")]
-    port: Option<u16>,
+    #[command(flatten)]
+    relay: RelayArgs,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging("info");
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return fail("echoserver", format_args!("cannot start the runtime: {e}")),
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail("echoserver", e),
-    }
+    relay_bin::run("echoserver", serve(args))
 }
 
-async fn run(args: Args) -> relay_core::Result<()> {
-    let relay = join_host_port(&args.relay_host, args.relay_port);
-    let config = TunnelConfig {
-        preferred_port: args.port,
-        ..TunnelConfig::default()
-    };
-    let listener = TunnelListener::connect(&relay, config).await?;
-    announce(listener.public_addr());
+async fn serve(args: Args) -> relay_core::Result<()> {
+    let listener = args.relay.open_tunnel().await?;
     let shutdown = shutdown_on_signal();
     loop {
         let (stream, visitor) = tokio::select! {

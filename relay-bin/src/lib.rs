@@ -10,6 +10,50 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// Where a tunnel client (`echoserver`, `expose`) finds its relay.
+#[derive(Debug, clap::Args)]
+pub struct RelayArgs {
+    /// Relay host name or address.
+    pub relay_host: String,
+    /// Relay control port.
+    #[arg(value_parser = relay_core::net::parse_port)]
+    pub relay_port: u16,
+    /// Public port to ask the relay for (granted when free).
+    #[arg(long, env = "RELAY_PREFERRED_PORT")]
+    pub port: Option<u16>,
+}
+
+impl RelayArgs {
+    /// Opens the tunnel and prints its public address (stdout: `HOST:PORT` only).
+    pub async fn open_tunnel(&self) -> relay_core::Result<relay_core::TunnelListener> {
+        let relay = relay_core::net::join_host_port(&self.relay_host, self.relay_port);
+        let config = relay_core::TunnelConfig {
+            preferred_port: self.port,
+            ..relay_core::TunnelConfig::default()
+        };
+        let listener = relay_core::TunnelListener::connect(&relay, config).await?;
+        announce(listener.public_addr());
+        Ok(listener)
+    }
+}
+
+/// Runs a binary's async main on a multi-threaded runtime; an error becomes one line on stderr
+/// and a failing exit code.
+pub fn run<F, E>(program: &str, main: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(program, format_args!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(main) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(program, e),
+    }
+}
+
 /// Sends tracing output to stderr, honouring `RUST_LOG` (default: `default_level`).
 pub fn init_logging(default_level: &str) {
     let filter =

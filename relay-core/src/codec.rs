@@ -110,14 +110,7 @@ where
     T: DeserializeOwned,
 {
     let mut prefix = [0u8; LEN_PREFIX];
-    let mut got = 0;
-    while got < LEN_PREFIX {
-        match r.read(&mut prefix[got..]).await? {
-            0 if got == 0 => return Err(CodecError::Closed),
-            0 => return Err(CodecError::Truncated),
-            n => got += n,
-        }
-    }
+    read_start(r, &mut prefix).await?;
     let len = check_len(prefix, max_len)?;
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await.map_err(eof_is_truncation)?;
@@ -145,15 +138,25 @@ where
     R: AsyncRead + Unpin + ?Sized,
 {
     let mut preface = [0u8; PREFACE_LEN];
+    read_start(r, &mut preface).await?;
+    Ok(preface)
+}
+
+/// Fills `buf` exactly; end of stream before the first byte is a clean close, after it a
+/// truncation.
+async fn read_start<R>(r: &mut R, buf: &mut [u8]) -> Result<(), CodecError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
     let mut got = 0;
-    while got < PREFACE_LEN {
-        match r.read(&mut preface[got..]).await? {
+    while got < buf.len() {
+        match r.read(&mut buf[got..]).await? {
             0 if got == 0 => return Err(CodecError::Closed),
             0 => return Err(CodecError::Truncated),
             n => got += n,
         }
     }
-    Ok(preface)
+    Ok(())
 }
 
 fn eof_is_truncation(e: io::Error) -> CodecError {

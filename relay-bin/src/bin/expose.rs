@@ -4,10 +4,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use relay_bin::{announce, fail, init_logging, shutdown_on_signal};
+use relay_bin::{RelayArgs, fail, init_logging, shutdown_on_signal};
+use relay_core::IncomingVisitor;
 use relay_core::net::{join_host_port, reset_on_close, split_host_port, tune_data_socket};
 use relay_core::splice::splice;
-use relay_core::{IncomingVisitor, TunnelConfig, TunnelListener};
 use tokio::net::TcpStream;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -21,16 +21,10 @@ const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Parser)]
 #[command(version, max_term_width = 100)]
 struct Args {
-    /// Relay host name or address.
-    relay_host: String,
-    /// Relay control port.
-    #[arg(value_parser = relay_core::net::parse_port)]
-    relay_port: u16,
+    #[command(flatten)]
+    relay: RelayArgs,
     /// Local server: PORT (on 127.0.0.1) or HOST:PORT.
     local: String,
-    /// Public port to ask the relay for (granted when free).
-    #[arg(long, env = "RELAY_PREFERRED_PORT")]
-    port: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -40,14 +34,7 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail("expose", e),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return fail("expose", format_args!("cannot start the runtime: {e}")),
-    };
-    match runtime.block_on(run(args, local)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail("expose", e),
-    }
+    relay_bin::run("expose", serve(args, local))
 }
 
 fn parse_local(local: &str) -> Result<String, String> {
@@ -59,14 +46,8 @@ fn parse_local(local: &str) -> Result<String, String> {
     Ok(join_host_port(&host, port))
 }
 
-async fn run(args: Args, local: String) -> relay_core::Result<()> {
-    let relay = join_host_port(&args.relay_host, args.relay_port);
-    let config = TunnelConfig {
-        preferred_port: args.port,
-        ..TunnelConfig::default()
-    };
-    let listener = TunnelListener::connect(&relay, config).await?;
-    announce(listener.public_addr());
+async fn serve(args: Args, local: String) -> relay_core::Result<()> {
+    let listener = args.relay.open_tunnel().await?;
     info!(local = %local, "forwarding visitors");
     let shutdown = shutdown_on_signal();
     loop {

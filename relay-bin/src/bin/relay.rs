@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use relay_bin::{
-    fail, init_logging, one_line, parse_duration, parse_port_range, shutdown_on_signal,
-};
+use relay_bin::{init_logging, one_line, parse_duration, parse_port_range, shutdown_on_signal};
 use relay_core::net::{bind_all_interfaces, bind_listener, parse_port, split_host_port};
 use relay_core::server::{self, RelayConfig, RelayServer};
 use tokio::net::TcpListener;
@@ -74,14 +72,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging("info");
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return fail("relay", format_args!("cannot start the runtime: {e}")),
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail("relay", one_line(&e)),
-    }
+    relay_bin::run("relay", async { run(args).await.map_err(|e| one_line(&e)) })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
