@@ -44,6 +44,7 @@ where
     F: std::future::Future<Output = Result<(), E>>,
     E: Display,
 {
+    raise_fd_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(program, format_args!("cannot start the runtime: {e}")),
@@ -51,6 +52,15 @@ where
     match runtime.block_on(main) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(program, e),
+    }
+}
+
+/// Every visitor costs a socket (two for `expose`), and the common default soft limit of 1024
+/// descriptors would cap a tunnel far below its visitor limit: raise the soft limit to the hard
+/// one, as servers conventionally do.
+fn raise_fd_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::debug!(error = %e, "could not raise the open-file limit");
     }
 }
 

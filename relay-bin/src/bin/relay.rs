@@ -93,11 +93,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let relay = RelayServer::new(listener, config).context("invalid settings")?;
     let control = relay.local_addr()?;
     let ports = relay.public_ports();
+    let fd_limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft);
     tracing::info!(
         control = %control,
         public_ports = %format_args!("{}-{}", ports.start(), ports.end()),
+        fd_limit,
         "relay listening"
     );
+    if fd_limit < 4096 {
+        tracing::warn!(
+            fd_limit,
+            "the open-file limit caps visitors and sessions at about this many; raise it with `ulimit -n`"
+        );
+    }
     let shutdown = shutdown_on_signal();
     relay.run(shutdown).await?;
     tracing::info!("relay stopped");
