@@ -441,3 +441,34 @@ async fn a_client_that_never_opens_its_control_stream_is_dropped() {
     .await;
     assert!(rest.starts_with(&relay_core::protocol::PREFACE));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_visitors_open_at_once_on_one_session() {
+    const VISITORS: usize = 2000;
+    let relay = TestRelay::default().await;
+    let listener = relay.tunnel().await;
+    let addr = public(&listener);
+    let _server = serve_echo(listener, Vec::new());
+    // All connect and prove they are live (more than the 256 streams yamux lets wait for an
+    // acknowledgement), then all stay open together before any leaves.
+    let mut open = Vec::with_capacity(VISITORS);
+    let connects = futures::future::join_all((0..VISITORS).map(|i| async move {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let msg = (i as u32).to_be_bytes();
+        s.write_all(&msg).await.expect("write");
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).await.expect("echo");
+        assert_eq!(back, msg);
+        s
+    }));
+    open.extend(within("2000 visitors to connect and echo", connects).await);
+    // Every one of them still works with all the others open.
+    let checks = futures::future::join_all(open.iter_mut().enumerate().map(|(i, s)| async move {
+        let msg = payload(i as u64, 512);
+        s.write_all(&msg).await.expect("write");
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).await.expect("echo");
+        assert!(back == msg);
+    }));
+    within("2000 open visitors to echo again", checks).await;
+}
