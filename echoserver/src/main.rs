@@ -23,7 +23,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging("info");
-    relay_bin::run("echoserver", serve(args))
+    relay_bin::run("echoserver", args.relay.threads, serve(args))
 }
 
 async fn serve(args: Args) -> relay_core::Result<()> {

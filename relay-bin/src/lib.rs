@@ -21,6 +21,9 @@ pub struct RelayArgs {
     /// Public port to ask the relay for (granted when free).
     #[arg(long, env = "RELAY_PREFERRED_PORT")]
     pub port: Option<u16>,
+    /// Runtime worker threads (0: one per CPU).
+    #[arg(long, env = "RELAY_CLIENT_THREADS", default_value_t = 1)]
+    pub threads: usize,
 }
 
 impl RelayArgs {
@@ -37,15 +40,30 @@ impl RelayArgs {
     }
 }
 
-/// Runs a binary's async main on a multi-threaded runtime; an error becomes one line on stderr
-/// and a failing exit code.
-pub fn run<F, E>(program: &str, main: F) -> ExitCode
+/// Runs a binary's async main; an error becomes one line on stderr and a failing exit code.
+///
+/// `threads` is the number of runtime worker threads: 0 for one per CPU, 1 for a
+/// single-threaded runtime. A tunnel client's traffic all passes through one multiplexer task,
+/// so one thread serves it best: no hand-offs between threads on every frame.
+pub fn run<F, E>(program: &str, threads: usize, main: F) -> ExitCode
 where
     F: std::future::Future<Output = Result<(), E>>,
     E: Display,
 {
     raise_fd_limit();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let built = match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => return fail(program, format_args!("cannot start the runtime: {e}")),
     };

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail("expose", e),
     };
-    relay_bin::run("expose", serve(args, local))
+    relay_bin::run("expose", args.relay.threads, serve(args, local))
 }
 
 fn parse_local(local: &str) -> Result<String, String> {

@@ -64,6 +64,10 @@ struct Args {
     #[arg(long, env = "RELAY_OFFER_TTL", value_parser = parse_duration, default_value = "24h")]
     offer_ttl: Duration,
 
+    /// Runtime worker threads (0: one per CPU).
+    #[arg(long, env = "RELAY_THREADS", default_value_t = 0)]
+    threads: usize,
+
     /// On SIGINT/SIGTERM, how long to let sessions and transfers finish.
     #[arg(long, env = "RELAY_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     drain_timeout: Duration,
@@ -72,7 +76,10 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging("info");
-    relay_bin::run("relay", async { run(args).await.map_err(|e| one_line(&e)) })
+    let threads = args.threads;
+    relay_bin::run("relay", threads, async {
+        run(args).await.map_err(|e| one_line(&e))
+    })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
