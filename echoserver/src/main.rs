@@ -5,9 +5,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use relay_bin::{RelayArgs, init_logging, shutdown_on_signal};
+use relay_bin::{RelayArgs, drain_visitors, init_logging, shutdown_on_signal};
 use relay_core::TunnelStream;
 use relay_core::splice::copy_one_way;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span};
 
 /// Echo server reachable through a relay.
@@ -29,14 +30,20 @@ fn main() -> ExitCode {
 async fn serve(args: Args) -> relay_core::Result<()> {
     let listener = args.relay.open_tunnel().await?;
     let shutdown = shutdown_on_signal();
-    loop {
+    let visitors = TaskTracker::new();
+    let result = loop {
         let (stream, visitor) = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => accepted?,
+            () = shutdown.cancelled() => break Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => break Err(e),
+            },
         };
         let span = info_span!("visitor", visitor.id = visitor.id, visitor.addr = %visitor.addr);
-        tokio::spawn(echo(stream).instrument(span));
-    }
+        visitors.spawn(echo(stream).instrument(span));
+    };
+    drain_visitors(&visitors).await;
+    result
 }
 
 async fn echo(stream: TunnelStream) {

@@ -94,17 +94,36 @@ pub fn init_logging(default_level: &str) {
         .init();
 }
 
-/// A token cancelled on the first SIGINT or SIGTERM (Ctrl-C elsewhere). A second signal is left
-/// to the default handler, so an impatient user can still kill the process outright.
+/// A token cancelled on the first SIGINT or SIGTERM (Ctrl-C elsewhere). A second signal ends the
+/// process at once, so an impatient user is never stuck behind a drain.
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("signal received; shutting down");
+        tracing::info!("signal received; shutting down (again to quit at once)");
         cancel.cancel();
+        wait_for_signal().await;
+        std::process::exit(130);
     });
     token
+}
+
+/// How long a tunnel client waits, when it stops, for visitors still being served.
+pub const CLIENT_DRAIN: Duration = Duration::from_secs(5);
+
+/// Waits (at most [`CLIENT_DRAIN`]) for the visitor tasks in `visitors` to finish.
+pub async fn drain_visitors(visitors: &tokio_util::task::TaskTracker) {
+    visitors.close();
+    if !visitors.is_empty() {
+        tracing::info!(open = visitors.len(), "waiting for visitors to finish");
+        if tokio::time::timeout(CLIENT_DRAIN, visitors.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(open = visitors.len(), "visitors still open; closing them");
+        }
+    }
 }
 
 #[cfg(unix)]

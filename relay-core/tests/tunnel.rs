@@ -472,3 +472,50 @@ async fn two_thousand_visitors_open_at_once_on_one_session() {
     }));
     within("2000 open visitors to echo again", checks).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_visitors_inside_finish_then_cuts_the_rest() {
+    let mut relay = TestRelay::start(RelayConfig {
+        drain_timeout: Duration::from_secs(2),
+        ..RelayConfig::default()
+    })
+    .await;
+    let listener = relay.tunnel().await;
+    let addr = public(&listener);
+    let _server = serve_echo(listener, Vec::new());
+    let mut finishing = TcpStream::connect(addr).await.expect("visitor");
+    let mut lingering = TcpStream::connect(addr).await.expect("visitor");
+    for v in [&mut finishing, &mut lingering] {
+        v.write_all(b"a").await.expect("write");
+        let mut b = [0u8; 1];
+        within("echo", v.read_exact(&mut b)).await.expect("echo");
+    }
+
+    relay.shutdown.cancel();
+    until_refused(addr).await;
+    // Still served during the drain: a full exchange, then a clean close.
+    finishing
+        .write_all(b"bye")
+        .await
+        .expect("write during drain");
+    finishing.shutdown().await.expect("fin");
+    let mut rest = Vec::new();
+    within("echo during drain", finishing.read_to_end(&mut rest))
+        .await
+        .expect("clean end");
+    assert_eq!(rest, b"bye");
+    // The one that never leaves is cut at the drain deadline, with a reset.
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let end = within(
+        "lingering visitor to be cut",
+        lingering.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(end.is_err(), "expected a reset, got {end:?}");
+    assert!(
+        started.elapsed() > Duration::from_millis(500),
+        "cut too early"
+    );
+    relay.stop().await;
+}

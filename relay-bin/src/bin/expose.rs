@@ -4,11 +4,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use relay_bin::{RelayArgs, fail, init_logging, shutdown_on_signal};
+use relay_bin::{RelayArgs, drain_visitors, fail, init_logging, shutdown_on_signal};
 use relay_core::IncomingVisitor;
 use relay_core::net::{join_host_port, reset_on_close, split_host_port, tune_data_socket};
 use relay_core::splice::splice;
 use tokio::net::TcpStream;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 /// How long a visitor waits for the local server to accept before it is refused.
@@ -50,15 +51,21 @@ async fn serve(args: Args, local: String) -> relay_core::Result<()> {
     let listener = args.relay.open_tunnel().await?;
     info!(local = %local, "forwarding visitors");
     let shutdown = shutdown_on_signal();
-    loop {
+    let visitors = TaskTracker::new();
+    let result = loop {
         let incoming = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            v = listener.next_visitor() => v?,
+            () = shutdown.cancelled() => break Ok(()),
+            v = listener.next_visitor() => match v {
+                Ok(v) => v,
+                Err(e) => break Err(e),
+            },
         };
         let visitor = incoming.visitor();
         let span = info_span!("visitor", visitor.id = visitor.id, visitor.addr = %visitor.addr);
-        tokio::spawn(forward(incoming, local.clone()).instrument(span));
-    }
+        visitors.spawn(forward(incoming, local.clone()).instrument(span));
+    };
+    drain_visitors(&visitors).await;
+    result
 }
 
 async fn forward(incoming: IncomingVisitor, local: String) {

@@ -22,6 +22,8 @@ use crate::protocol::{
 /// How long a lost session waits for the relay's last control frame, to report its reason.
 const LAST_WORD: Duration = Duration::from_millis(100);
 const RELAY_SHUT_DOWN: &str = "the relay shut down";
+/// Longest a client keeps a shutting-down relay's connection for visitors still inside.
+const MAX_RELAY_DRAIN: Duration = Duration::from_secs(60);
 
 /// Shortest heartbeat interval a client accepts from a relay, whatever it announces.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
@@ -223,7 +225,7 @@ impl Session {
     async fn run(self) {
         let Session {
             mut inbound,
-            driver,
+            mut driver,
             control,
             heartbeat,
             incoming,
@@ -234,7 +236,7 @@ impl Session {
         let control = heartbeats(control, heartbeat);
         tokio::pin!(control);
         let reason = tokio::select! {
-            r = driver => {
+            r = &mut driver => {
                 let cut = match r {
                     Ok(Ok(())) => "the relay closed the connection".to_string(),
                     Ok(Err(e)) => format!("connection to the relay failed: {e}"),
@@ -253,8 +255,18 @@ impl Session {
             () = cancel.cancelled() => "tunnel listener dropped".to_string(),
         };
         debug!(%reason, "session ended");
+        let draining = reason.starts_with(RELAY_SHUT_DOWN) && !driver.is_finished();
         *ended.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
         drop(incoming);
+        if draining {
+            // The relay lets visitors already inside finish before it closes the connection;
+            // keep their streams going until then (or until the listener is dropped).
+            tokio::select! {
+                _ = &mut driver => {}
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep(MAX_RELAY_DRAIN) => {}
+            }
+        }
         cancel.cancel();
     }
 }

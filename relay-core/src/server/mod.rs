@@ -41,6 +41,9 @@ use handshake::{Rejection, answer_rejection, read_hello};
 use ports::PortPool;
 use rendezvous::Offers;
 
+/// After the drain deadline, how long cut connections get to send their resets.
+const HARD_STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// Pause after a failed `accept` (typically out of file descriptors) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -61,6 +64,8 @@ struct Shared {
     offers: Offers,
     next_id: AtomicU64,
     tasks: TaskTracker,
+    /// Cancelled when the drain deadline has passed: whatever still runs is cut (reset).
+    hard_stop: CancellationToken,
 }
 
 impl Shared {
@@ -85,6 +90,7 @@ impl RelayServer {
             offers: Offers::new(),
             next_id: AtomicU64::new(1),
             tasks: TaskTracker::new(),
+            hard_stop: CancellationToken::new(),
             config,
         };
         Ok(RelayServer {
@@ -103,8 +109,9 @@ impl RelayServer {
         self.shared.ports.range()
     }
 
-    /// Serves until `shutdown` is cancelled, then stops accepting, tells every client, and
-    /// waits up to the configured drain timeout for sessions and transfers to end.
+    /// Serves until `shutdown` is cancelled. Then it stops accepting, closes every public port,
+    /// tells every client, and lets visitors and transfers already under way finish for up to
+    /// the configured drain timeout; whatever still runs after that is reset.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let handshakes = Arc::new(Semaphore::new(self.shared.config.max_handshakes));
         loop {
@@ -149,6 +156,8 @@ impl RelayServer {
                 left = tasks.len(),
                 "drain timeout passed; cutting what is left"
             );
+            self.shared.hard_stop.cancel();
+            let _ = tokio::time::timeout(HARD_STOP_GRACE, tasks.wait()).await;
         }
         Ok(())
     }

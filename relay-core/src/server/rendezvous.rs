@@ -286,7 +286,8 @@ async fn wait_and_transfer(
     debug!(early_bytes = early.len(), "paired; splicing");
     let result = tokio::select! {
         r = splice(sender, &mut receiver) => r,
-        () = shutdown.cancelled() => Err(std::io::Error::other("relay shutting down")),
+        // A transfer under way may finish during the relay's drain, not after it.
+        () = shared.hard_stop.cancelled() => Err(std::io::Error::other("relay shut down before the transfer finished")),
     };
     match result {
         Ok(t) => Ok((t.a_to_b + early.len() as u64, t.b_to_a)),

@@ -135,7 +135,7 @@ async fn serve(
     let _end_session = session.clone().drop_guard();
     let mut mux = mux::start(sock, Role::Acceptor, session.clone());
     let driver = mux.driver;
-    let driver = shared
+    let mut driver = shared
         .tasks
         .spawn(driver.instrument(tracing::Span::current()));
 
@@ -158,18 +158,28 @@ async fn serve(
         answer_timeout: config.handshake_timeout,
     });
 
+    let ended = |r: Result<Result<(), yamux::ConnectionError>, tokio::task::JoinError>| match r {
+        Ok(Ok(())) => "client closed the connection".to_string(),
+        Ok(Err(e)) => format!("connection failed: {e}"),
+        Err(e) => format!("connection task failed: {e}"),
+    };
     let reason = tokio::select! {
         r = heartbeats(control, silence_limit, config.max_frame_len, relay_shutdown.clone()) => r,
         r = accept_visitors(&listener, tunnel.clone(), &visitors, shared) => r,
         r = reject_extra_streams(&mut mux.inbound) => r,
-        r = driver => match r {
-            Ok(Ok(())) => "client closed the connection".to_string(),
-            Ok(Err(e)) => format!("connection failed: {e}"),
-            Err(e) => format!("connection task failed: {e}"),
-        },
+        r = &mut driver => ended(r),
     };
     // Closing the public port first means no visitor arrives into a dying session.
     drop(listener);
+    if relay_shutdown.is_cancelled() && !driver.is_finished() {
+        // Draining: visitors already inside may finish until the relay's drain deadline.
+        let all = config.max_visitors_per_tunnel;
+        tokio::select! {
+            _ = visitors.acquire_many(all) => {}
+            () = shared.hard_stop.cancelled() => {}
+            _ = &mut driver => {}
+        }
+    }
     session.cancel();
     let stats = SessionStats {
         visitors: tunnel.stats.visitors.load(Ordering::Relaxed).into(),

@@ -87,19 +87,26 @@ pub fn public(listener: &TunnelListener) -> SocketAddr {
 }
 
 /// Serves every visitor of `listener` by echoing; the first `prefix` bytes sent to each
-/// visitor identify this client. Returns the serving task.
+/// visitor identify this client. Returns the serving task, which (like the binaries) keeps the
+/// session until its visitors are done once `accept` fails.
 pub fn serve_echo(
     listener: TunnelListener,
     prefix: Vec<u8>,
 ) -> tokio::task::JoinHandle<relay_core::Error> {
     tokio::spawn(async move {
+        let visitors = tokio_util::task::TaskTracker::new();
         loop {
             let (stream, _visitor) = match listener.accept().await {
                 Ok(pair) => pair,
-                Err(e) => return e,
+                Err(e) => {
+                    // Like the binaries: keep the session until the visitors inside are done.
+                    visitors.close();
+                    visitors.wait().await;
+                    return e;
+                }
             };
             let prefix = prefix.clone();
-            tokio::spawn(async move {
+            visitors.spawn(async move {
                 let (mut r, mut w) = tokio::io::split(stream);
                 if w.write_all(&prefix).await.is_err() {
                     return;
