@@ -13,7 +13,7 @@ use crate::handshake::{Role, handshake};
 use crate::message::{FileEnd, FileOffer};
 use crate::progress::Progress;
 use crate::record::{CONTROL_PAYLOAD, Kind, RecordBuf, RecordReader, RecordWriter};
-use crate::sink::{Sink, Written, prepare_dir, spawn_writer};
+use crate::sink::{Sink, Written, prepare_dir, remove_created, spawn_writer};
 use crate::transfer::{self, HANDSHAKE_TIMEOUT, abort, unstalled, write_failed};
 
 const PEER: &str = "sender";
@@ -44,18 +44,26 @@ pub async fn receive(
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<Received> {
-    // Before the claim: a directory we cannot create should not use up the code.
-    prepare_dir(outdir)?;
-    let claim = relay_core::client::claim(
-        relay,
-        code.nameplate(),
-        relay_core::protocol::DEFAULT_HANDSHAKE_TIMEOUT,
-    );
-    let stream = tokio::select! {
-        s = claim => s.map_err(Error::from_relay)?,
-        () = cancel.cancelled() => return Err(Error::Cancelled("while contacting the relay")),
-    };
-    receive_over(stream, code, outdir, options, progress, cancel).await
+    // Before the claim: a directory we cannot create should not use up the code. A failed
+    // transfer takes back the directories it created, so it leaves nothing behind.
+    let created = prepare_dir(outdir)?;
+    let result = async {
+        let claim = relay_core::client::claim(
+            relay,
+            code.nameplate(),
+            relay_core::protocol::DEFAULT_HANDSHAKE_TIMEOUT,
+        );
+        let stream = tokio::select! {
+            s = claim => s.map_err(Error::from_relay)?,
+            () = cancel.cancelled() => return Err(Error::Cancelled("while contacting the relay")),
+        };
+        receive_over(stream, code, outdir, options, progress, cancel).await
+    }
+    .await;
+    if result.is_err() {
+        remove_created(&created);
+    }
+    result
 }
 
 /// Runs the receiver's side of a transfer on `stream`, an already paired connection to the

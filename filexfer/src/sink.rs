@@ -19,17 +19,37 @@ use crate::names::{self, TEMP_PREFIX};
 use crate::record::{DATA_CHUNK, RecordBuf};
 use crate::source::PIPELINE_DEPTH;
 
-/// Creates OUTDIR (and its parents) if needed, and checks that it is a directory.
-pub fn prepare_dir(dir: &Path) -> Result<()> {
+/// Creates OUTDIR (and its parents) if needed, and checks that it is a directory. Returns the
+/// directories it created, deepest first, so a failed transfer can remove them again
+/// ([`remove_created`]).
+pub fn prepare_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     let write_err = |source| Error::Write {
         path: shown(dir),
         source,
     };
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(p) = at {
+        if p.as_os_str().is_empty() || p.symlink_metadata().is_ok() {
+            break;
+        }
+        missing.push(p.to_path_buf());
+        at = p.parent();
+    }
     fs::create_dir_all(dir).map_err(write_err)?;
     if !fs::metadata(dir).map_err(write_err)?.is_dir() {
         return Err(write_err(io::Error::other("not a directory")));
     }
-    Ok(())
+    Ok(missing)
+}
+
+/// Removes directories [`prepare_dir`] created, as long as they are empty.
+pub fn remove_created(dirs: &[PathBuf]) {
+    for dir in dirs {
+        if fs::remove_dir(dir).is_err() {
+            break;
+        }
+    }
 }
 
 /// A file being received.
@@ -228,6 +248,20 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn created_directories_can_be_taken_back() {
+        let root = scratch_dir("mkdir");
+        let deep = root.join("a/b/c");
+        let created = prepare_dir(&deep).expect("create");
+        assert_eq!(created, [deep.clone(), root.join("a/b"), root.join("a")]);
+        assert!(prepare_dir(&deep).expect("exists").is_empty());
+        std::fs::write(root.join("a/keep.txt"), b"x").expect("file");
+        remove_created(&created);
+        // Empty directories went; the one with a file stayed, and so did its parent.
+        assert_eq!(entries(&root.join("a")), ["keep.txt"]);
+        fs::remove_dir_all(&root).expect("cleanup");
     }
 
     #[test]

@@ -32,10 +32,11 @@ fn wrong_words_fail_on_both_sides_and_write_nothing() {
     );
     let line = error_line(&send, "send", "wrong code");
     assert!(line.contains("send: wrong code"), "{line}");
-    assert_eq!(
-        entries(&dir.join("out")),
-        Vec::<String>::new(),
-        "a file was written"
+    // No file, and not even the OUTDIR that receive created for it.
+    assert!(
+        !dir.join("out").exists(),
+        "OUTDIR left behind: {:?}",
+        entries(&dir.join("out"))
     );
     // Still nothing on stdout but the code.
     assert_eq!(send.rest_of_stdout(DEADLINE), "");
@@ -53,7 +54,7 @@ fn an_unknown_nameplate_is_refused() {
     assert!(!status.success());
     let line = error_line(&recv, "receive", "unknown or already used code");
     assert!(line.contains("unknown or already used code"), "{line}");
-    assert_eq!(entries(&dir.join("out")), Vec::<String>::new());
+    assert!(!dir.join("out").exists());
 }
 
 #[test]
@@ -70,7 +71,7 @@ fn a_used_code_cannot_be_used_again() {
     assert!(!status.success(), "a used code worked twice");
     let line = error_line(&recv, "receive", "unknown or already used code");
     assert!(line.contains("unknown or already used code"), "{line}");
-    assert_eq!(entries(&dir.join("second")), Vec::<String>::new());
+    assert!(!dir.join("second").exists());
 }
 
 #[test]
@@ -151,9 +152,10 @@ fn an_unreachable_relay_is_named() {
     error_line(&send, "send", "cannot reach the relay");
     assert_eq!(send.rest_of_stdout(DEADLINE), "", "a code was printed");
 
-    let (recv, status) = run_receive(&[&at, "12-abandon-ability-able", &dir.str("out")]);
+    let (recv, status) = run_receive(&[&at, "12-abandon-ability-able", &dir.str("out/sub")]);
     assert!(!status.success());
     error_line(&recv, "receive", "cannot reach the relay");
+    assert!(!dir.join("out").exists(), "OUTDIR left behind");
 }
 
 #[test]
