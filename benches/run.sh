@@ -217,7 +217,7 @@ m_wrk() { # m_wrk SYS HTTP_ADDR
 m_hold() {
     local sys=$1 addr=$2 spid=$3 cpid=$4 n=$5 k=$6 s0 c0 s1 c1 ready verified i
     s0=${BASE_S:-$(rss_kib "$spid")}; c0=${BASE_C:-$(rss_kib "$cpid")}
-    local e1 e2
+    local e1
     start_bg "hold-$sys-$k" timeout 300 "$LG" hold --addr "$addr" --count "$n" --hold-seconds 120
     local hpid=$LAST_PID out=$WORK/hold-$sys-$k.out
     for i in $(seq 1200); do grep -q '^ready' "$out" 2>/dev/null && break; sleep 0.1; done
@@ -230,8 +230,9 @@ m_hold() {
     verified=$(grep '^verified' "$out" || echo "verified live=0 errors=$n")
     wait "$hpid" 2>/dev/null || true
     put "$sys.hold${k}_opened" "$(field opened "$ready")"
-    e1=$(field errors "$ready"); e2=$(field errors "$verified")
-    put "$sys.hold${k}_errors" "$(( ${e1:-$n} + ${e2:-$n} ))"
+    # Errors: visitors that were not open and still echoing at the end of the hold.
+    e1=$(field live "$verified")
+    put "$sys.hold${k}_errors" "$(( n - ${e1:-0} ))"
     # An empty reading means the process is gone (crashed, or out of descriptors).
     put "$sys.hold${k}_server_kib" "$(awk -v a="$s0" -v b="$s1" -v n="$n" 'BEGIN {if (b == "") print "died"; else printf "%.2f", (b - a) / n}')"
     [[ $spid == "$cpid" ]] || put "$sys.hold${k}_client_kib" "$(awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN {if (b == "") print "died"; else printf "%.2f", (b - a) / n}')"
