@@ -95,26 +95,47 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
+    /// Four consecutive loopback ports, all held by this test until it releases them.
+    fn hold_four_ports() -> (u16, Vec<Option<std::net::TcpListener>>) {
+        for _ in 0..100 {
+            let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let base = first.local_addr().expect("addr").port();
+            let rest: Vec<_> = (1..4u16)
+                .filter_map(|i| base.checked_add(i))
+                .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+                .collect();
+            if rest.len() == 3 {
+                let mut held = vec![Some(first)];
+                held.extend(rest.into_iter().map(Some));
+                return (base, held);
+            }
+        }
+        panic!("no four consecutive free ports found");
+    }
+
     #[tokio::test]
     async fn lowest_free_port_first_and_busy_ports_skipped() {
-        // Find three consecutive free ports by holding a listener on the first.
-        let probe = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = probe.local_addr().expect("addr").port();
-        drop(probe);
-        let Some(end) = base.checked_add(3) else {
-            return;
-        };
-        let pool = PortPool::new(IpAddr::V4(Ipv4Addr::LOCALHOST), base..=end);
-        let (_l1, lease1) = pool.bind(None).expect("first port");
-        assert_eq!(lease1.port, base);
-        let (_l2, lease2) = pool.bind(None).expect("second port");
-        assert_ne!(lease2.port, base);
-        let freed = lease1.port;
-        drop((_l1, lease1));
-        let (_l3, lease3) = pool.bind(None).expect("freed port is reused");
-        assert_eq!(lease3.port, freed);
-        let (_l4, lease4) = pool.bind(Some(end)).expect("preferred port");
-        assert_eq!(lease4.port, end);
+        // Every port of the range is held by the test, and released only where a port must be
+        // free, so other programs cannot disturb the outcome.
+        let (base, mut held) = hold_four_ports();
+        let pool = PortPool::new(IpAddr::V4(Ipv4Addr::LOCALHOST), base..=base + 3);
+        assert!(pool.bind(None).is_none(), "all four are busy");
+
+        held[0] = None;
+        let (_l0, lease0) = pool.bind(None).expect("the free port");
+        assert_eq!(lease0.port, base);
+
+        held[2] = None;
+        let (_l2, lease2) = pool.bind(None).expect("next free port");
+        assert_eq!(lease2.port, base + 2, "busy base+1 is skipped");
+
+        drop((_l0, lease0));
+        let (_l0, again) = pool.bind(None).expect("freed port");
+        assert_eq!(again.port, base, "a released port is handed out again");
+
+        held[3] = None;
+        let (_l3, preferred) = pool.bind(Some(base + 3)).expect("preferred port");
+        assert_eq!(preferred.port, base + 3);
     }
 
     #[tokio::test]
