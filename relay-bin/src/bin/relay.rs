@@ -70,7 +70,7 @@ struct Args {
     #[arg(long, env = "RELAY_OFFER_TTL", value_parser = parse_duration, default_value = "24h")]
     offer_ttl: Duration,
 
-    /// Runtime worker threads (0: one per CPU).
+    /// Worker threads, each serving whole sessions (0: one per CPU).
     #[arg(long, env = "RELAY_THREADS", default_value_t = 0)]
     threads: usize,
 
@@ -103,7 +103,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         offer_ttl: args.offer_ttl,
         drain_timeout: args.drain_timeout,
     };
-    let relay = RelayServer::new(listener, config).context("invalid settings")?;
+    let workers = Workers::start(args.threads).context("cannot start worker threads")?;
+    let relay = RelayServer::new(listener, config)
+        .context("invalid settings")?
+        .with_workers(workers.handles());
     let control = relay.local_addr()?;
     let ports = relay.public_ports();
     let fd_limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft);
@@ -121,8 +124,58 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let shutdown = shutdown_on_signal();
     relay.run(shutdown).await?;
+    drop(workers);
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// One single-threaded runtime per worker thread; the relay hands each new connection to the
+/// next one, so a session and all its visitors live on one thread.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Workers {
+    /// `count` workers, or one per CPU for 0.
+    fn start(count: usize) -> std::io::Result<Workers> {
+        let count = match count {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut workers = Workers {
+            handles: Vec::new(),
+            threads: Vec::new(),
+            stop,
+        };
+        for i in 0..count {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            workers.handles.push(runtime.handle().clone());
+            let stop = workers.stop.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("relay-worker-{i}"))
+                .spawn(move || runtime.block_on(stop.cancelled()))?;
+            workers.threads.push(thread);
+        }
+        Ok(workers)
+    }
+
+    fn handles(&self) -> Vec<tokio::runtime::Handle> {
+        self.handles.clone()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Binds the control port from `PORT`, `:PORT`, `HOST:PORT` or `[V6]:PORT`.

@@ -52,6 +52,7 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 pub struct RelayServer {
     listener: TcpListener,
     shared: Arc<Shared>,
+    workers: Vec<tokio::runtime::Handle>,
 }
 
 /// State every connection handler of one relay shares.
@@ -96,7 +97,20 @@ impl RelayServer {
         Ok(RelayServer {
             listener,
             shared: Arc::new(shared),
+            workers: Vec::new(),
         })
+    }
+
+    /// Serves each new connection (a tunnel session with all its visitors, or a transfer) on
+    /// one of these runtimes, in turn, instead of the runtime `run` is called on.
+    ///
+    /// A session's traffic crosses its multiplexer task and every visitor task; on one
+    /// single-threaded runtime per core those hand-offs stay on one thread, which measured
+    /// markedly cheaper than a work-stealing pool (docs/benchmark.md), while sessions still
+    /// spread over every core.
+    pub fn with_workers(mut self, workers: Vec<tokio::runtime::Handle>) -> Self {
+        self.workers = workers;
+        self
     }
 
     /// The control port's address.
@@ -114,6 +128,7 @@ impl RelayServer {
     /// the configured drain timeout; whatever still runs after that is reset.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let handshakes = Arc::new(Semaphore::new(self.shared.config.max_handshakes));
+        let mut next_worker = 0;
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -134,12 +149,27 @@ impl RelayServer {
             let shared = self.shared.clone();
             let conn_shutdown = shutdown.child_token();
             let span = info_span!("conn", client.addr = %peer);
-            self.shared.tasks.spawn(
-                async move {
-                    handle_connection(sock, peer, shared, permit, conn_shutdown).await;
+            next_worker = (next_worker + 1) % self.workers.len().max(1);
+            let Some(worker) = self.workers.get(next_worker) else {
+                let conn = handle_connection(sock, peer, shared, permit, conn_shutdown);
+                self.shared.tasks.spawn(conn.instrument(span));
+                continue;
+            };
+            // Re-registered on the worker, so its readiness events arrive on that thread.
+            let sock = match sock.into_std() {
+                Ok(sock) => sock,
+                Err(e) => {
+                    warn!(error = %e, "cannot hand a connection to a worker");
+                    continue;
                 }
-                .instrument(span),
-            );
+            };
+            let conn = async move {
+                match TcpStream::from_std(sock) {
+                    Ok(sock) => handle_connection(sock, peer, shared, permit, conn_shutdown).await,
+                    Err(e) => warn!(error = %e, "cannot adopt a connection on a worker"),
+                }
+            };
+            self.shared.tasks.spawn_on(conn.instrument(span), worker);
         }
         drop(self.listener);
         let tasks = &self.shared.tasks;

@@ -37,7 +37,7 @@ const MAX_TRACKED_CLAIMERS: usize = 65_536;
 /// Offers waiting for their receiver, by nameplate.
 #[derive(Debug, Default)]
 pub(super) struct Offers {
-    waiting: Mutex<HashMap<String, (u64, oneshot::Sender<TcpStream>)>>,
+    waiting: Mutex<HashMap<String, (u64, oneshot::Sender<std::net::TcpStream>)>>,
     next: AtomicU64,
     claimers: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
@@ -48,7 +48,7 @@ impl Offers {
     }
 
     /// Registers an offer under a fresh random nameplate drawn from `1..=space`.
-    fn register(&self, space: u64, claim: oneshot::Sender<TcpStream>) -> (String, u64) {
+    fn register(&self, space: u64, claim: oneshot::Sender<std::net::TcpStream>) -> (String, u64) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         // The space is at least ten times the offer limit, so a free number turns up fast.
@@ -64,7 +64,7 @@ impl Offers {
     }
 
     /// Takes the offer out of the registry: a nameplate serves one pairing attempt only.
-    fn take(&self, nameplate: &str) -> Option<oneshot::Sender<TcpStream>> {
+    fn take(&self, nameplate: &str) -> Option<oneshot::Sender<std::net::TcpStream>> {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         waiting.remove(nameplate).map(|(_, tx)| tx)
     }
@@ -153,7 +153,7 @@ pub(super) async fn offer(mut sender: TcpStream, shared: Arc<Shared>, shutdown: 
         let outcome = wait_and_transfer(&mut sender, &mut claim_rx, &shared, &shutdown).await;
         // A receiver may have been handed over just as the offer ended: answer it too.
         claim_rx.close();
-        if let Ok(mut receiver) = claim_rx.try_recv() {
+        if let Ok(Ok(mut receiver)) = claim_rx.try_recv().map(TcpStream::from_std) {
             refuse(
                 &mut receiver,
                 ErrorCode::PeerGone,
@@ -176,7 +176,7 @@ pub(super) async fn offer(mut sender: TcpStream, shared: Arc<Shared>, shutdown: 
 
 async fn wait_and_transfer(
     sender: &mut TcpStream,
-    claim: &mut oneshot::Receiver<TcpStream>,
+    claim: &mut oneshot::Receiver<std::net::TcpStream>,
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<(u64, u64), String> {
@@ -193,8 +193,9 @@ async fn wait_and_transfer(
 
     let mut receiver = loop {
         let frame = tokio::select! {
-            claimed = &mut *claim => match claimed {
-                Ok(receiver) => break receiver,
+            claimed = &mut *claim => match claimed.map(TcpStream::from_std) {
+                Ok(Ok(receiver)) => break receiver,
+                Ok(Err(e)) => return Err(format!("cannot adopt the receiver's connection: {e}")),
                 Err(_) => return Err("offer lost from the registry".into()),
             },
             () = shutdown.cancelled() => {
@@ -329,13 +330,20 @@ pub(super) async fn claim(
         refuse(&mut receiver, ErrorCode::UnknownNameplate, msg).await;
         return;
     };
-    if let Err(mut receiver) = offer.send(receiver) {
-        refuse(
-            &mut receiver,
-            ErrorCode::PeerGone,
-            "the sender went away".into(),
-        )
-        .await;
+    // The offer may live on another worker thread; it adopts the socket there.
+    let receiver = match receiver.into_std() {
+        Ok(r) => r,
+        Err(e) => return warn!(error = %e, "cannot hand the receiver to its offer"),
+    };
+    if let Err(receiver) = offer.send(receiver) {
+        if let Ok(mut receiver) = TcpStream::from_std(receiver) {
+            refuse(
+                &mut receiver,
+                ErrorCode::PeerGone,
+                "the sender went away".into(),
+            )
+            .await;
+        }
     }
 }
 

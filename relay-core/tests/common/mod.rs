@@ -31,8 +31,8 @@ pub struct TestRelay {
 
 impl TestRelay {
     pub async fn start(config: RelayConfig) -> TestRelay {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
+        // As the binary does: the large backlog matters in the bursts these tests make.
+        let listener = relay_core::net::bind_listener("127.0.0.1:0".parse().expect("addr"))
             .expect("bind control port");
         let relay = RelayServer::new(listener, config).expect("relay config");
         let addr = relay.local_addr().expect("control address");
