@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use relay_core::{RelayConfig, RelayServer, TunnelConfig, TunnelListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// Every wait in these tests ends here at the latest; hitting it fails the test.
