@@ -5,16 +5,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use relay_test_support::{DEADLINE, Proc, Relay};
-
-/// A port that was free a moment ago (the literal `PORT` forms need one up front).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use relay_test_support::{DEADLINE, Proc, Relay, free_port};
 
 /// Sends `data`, half-closes, and reads until the far end closes.
 fn exchange(addr: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -69,7 +60,14 @@ fn example_session_with_colon_port() {
 
 #[test]
 fn first_tunnel_gets_the_port_right_above_the_control_port() {
-    let relay = Relay::start(&[]);
+    // Below the ephemeral range, so no test's outgoing connection sits on the port above.
+    let port = free_port();
+    let relay = Proc::spawn("relay", &[&format!("127.0.0.1:{port}")]);
+    relay.wait_stderr("relay listening", DEADLINE);
+    let relay = Relay {
+        proc: relay,
+        addr: ([127, 0, 0, 1], port).into(),
+    };
     let mut echo = Proc::spawn("echoserver", &["127.0.0.1", &relay.port().to_string()]);
     let line = echo.first_line();
     let expected = relay.port() + 1;

@@ -338,11 +338,7 @@ async fn refused_visitors_are_closed_promptly_and_others_unaffected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_exhaustion_and_session_limit_are_clear_errors() {
-    let probe = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("probe");
-    let port = probe.local_addr().expect("addr").port();
-    drop(probe);
+    let port = relay_test_support::free_port();
     let relay = TestRelay::start(RelayConfig {
         public_ports: Some(port..=port),
         max_sessions: 2,

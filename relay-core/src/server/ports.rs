@@ -95,18 +95,17 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    /// Four consecutive loopback ports, all held by this test until it releases them.
+    /// Four consecutive loopback ports, all held by this test until it releases them. Drawn
+    /// below the usual ephemeral range (32768 and up), where the outgoing connections of
+    /// concurrent tests would otherwise occupy neighbouring ports.
     fn hold_four_ports() -> (u16, Vec<Option<std::net::TcpListener>>) {
-        for _ in 0..100 {
-            let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            let base = first.local_addr().expect("addr").port();
-            let rest: Vec<_> = (1..4u16)
-                .filter_map(|i| base.checked_add(i))
-                .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+        for _ in 0..200 {
+            let base: u16 = rand::random_range(20_000..30_000);
+            let held: Vec<_> = (0..4u16)
+                .map_while(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
+                .map(Some)
                 .collect();
-            if rest.len() == 3 {
-                let mut held = vec![Some(first)];
-                held.extend(rest.into_iter().map(Some));
+            if held.len() == 4 {
                 return (base, held);
             }
         }

@@ -14,6 +14,22 @@ use std::time::{Duration, Instant};
 /// Generous deadline for anything a test waits on; a wait that hits it fails the test.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// A loopback port that is free right now, drawn below the usual ephemeral range (32768 and up)
+/// so that the outgoing connections of tests running alongside cannot be holding it by the time
+/// it is used.
+pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
+    for attempt in 0u64..1000 {
+        seed.write_u64(attempt);
+        let port = 20_000 + (seed.finish() % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found in 20000-29999");
+}
+
 /// Path of a workspace binary, building it first if this test run did not.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -185,11 +201,13 @@ impl Proc {
         }
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit and for its stderr to be read to the end.
     pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
         let end = Instant::now() + deadline;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // So that `stderr()` is complete once this returns.
+                self.stderr_to_end(end.saturating_duration_since(Instant::now()));
                 return status;
             }
             assert!(
