@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Generous deadline for anything a test waits on; a wait that hits it fails the test.
@@ -30,23 +30,36 @@ pub fn free_port() -> u16 {
     panic!("no free port found in 20000-29999");
 }
 
-/// Path of a workspace binary, building it first if this test run did not.
+/// Path of a workspace binary, freshly built.
+///
+/// `cargo test --workspace` builds a package's binaries only for that package's own tests, so
+/// `relay-bin`'s tests could otherwise run a missing or stale `echoserver`. The first call in
+/// each test process therefore runs `cargo build` for every binary (a no-op when up to date).
 pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target directory");
-    let path = dir.join(name);
-    if !path.exists() {
-        let status = Command::new(env_or("CARGO", "cargo"))
-            .args(["build", "--bin", name])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build --bin {name} failed");
-    }
-    path
+    BUILT.get_or_init(|| {
+        let mut cargo = Command::new(env_or("CARGO", "cargo"));
+        cargo.args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--exclude",
+            "relay-benches",
+            "--bins",
+        ]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("run cargo build");
+        assert!(status.success(), "building the workspace's binaries failed");
+    });
+    dir.join(name)
 }
 
 fn env_or(key: &str, default: &str) -> String {
