@@ -9,12 +9,12 @@ use tracing::debug;
 
 use crate::code::Code;
 use crate::error::{Error, Result};
-use crate::handshake::{Role, handshake};
+use crate::handshake::Role;
 use crate::message::{FileEnd, FileOffer};
 use crate::progress::Progress;
 use crate::record::{CONTROL_PAYLOAD, Kind, RecordBuf, RecordReader, RecordWriter};
 use crate::sink::{Sink, Written, prepare_dir, remove_created, spawn_writer};
-use crate::transfer::{self, HANDSHAKE_TIMEOUT, abort, unstalled, write_failed};
+use crate::transfer::{self, abort, unstalled, write_failed};
 
 const PEER: &str = "sender";
 
@@ -70,7 +70,7 @@ pub async fn receive(
 /// sender. Writes only inside `outdir` (created if missing), and only under the checked name
 /// the sender announced.
 pub async fn receive_over<S>(
-    mut stream: S,
+    stream: S,
     code: &Code,
     outdir: &Path,
     options: ReceiveOptions,
@@ -81,16 +81,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     prepare_dir(outdir)?;
-    let keys = tokio::select! {
-        keys = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, code, Role::Receiver)) => {
-            keys.map_err(|_| Error::Timeout { what: "the key exchange did not finish", after: HANDSHAKE_TIMEOUT })??
-        }
-        () = cancel.cancelled() => return Err(Error::Cancelled("during the key exchange")),
-    };
-    debug!("keys confirmed");
-    let (rd, wr) = tokio::io::split(stream);
-    let mut writer = RecordWriter::new(wr, keys.sealer);
-    let mut reader = RecordReader::new(rd, keys.opener);
+    let (mut writer, mut reader) = transfer::secure(stream, code, Role::Receiver, cancel).await?;
     let result = tokio::select! {
         r = converse(&mut writer, &mut reader, outdir, options, progress) => r,
         () = cancel.cancelled() => Err(Error::Cancelled("mid-transfer; nothing was kept")),

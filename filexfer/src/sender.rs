@@ -8,12 +8,12 @@ use tracing::debug;
 
 use crate::code::Code;
 use crate::error::{Error, Result};
-use crate::handshake::{Role, handshake};
+use crate::handshake::Role;
 use crate::message::FileOffer;
 use crate::progress::Progress;
 use crate::record::{CONTROL_PAYLOAD, Kind, RecordBuf, RecordReader, RecordWriter};
 use crate::source::{Chunk, Source, spawn_reader};
-use crate::transfer::{self, HANDSHAKE_TIMEOUT, abort, unstalled, write_failed};
+use crate::transfer::{self, abort, unstalled, write_failed};
 
 const PEER: &str = "receiver";
 
@@ -84,7 +84,7 @@ impl Offered {
 /// Runs the sender's side of a transfer on `stream`, an already paired connection to the
 /// receiver (through a relay, or anything else that carries bytes).
 pub async fn send_over<S>(
-    mut stream: S,
+    stream: S,
     code: &Code,
     source: Source,
     progress: &Progress,
@@ -93,16 +93,7 @@ pub async fn send_over<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let keys = tokio::select! {
-        keys = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, code, Role::Sender)) => {
-            keys.map_err(|_| Error::Timeout { what: "the key exchange did not finish", after: HANDSHAKE_TIMEOUT })??
-        }
-        () = cancel.cancelled() => return Err(Error::Cancelled("during the key exchange")),
-    };
-    debug!("keys confirmed");
-    let (rd, wr) = tokio::io::split(stream);
-    let mut writer = RecordWriter::new(wr, keys.sealer);
-    let mut reader = RecordReader::new(rd, keys.opener);
+    let (mut writer, mut reader) = transfer::secure(stream, code, Role::Sender, cancel).await?;
     let mut reply = RecordBuf::new(CONTROL_PAYLOAD);
     let result = tokio::select! {
         r = converse(&mut writer, &mut reader, &mut reply, source, progress) => r,

@@ -25,6 +25,36 @@ use crate::record::{Kind, ReadError, RecordBuf, RecordReader, RecordWriter};
 /// Deadline for the key exchange once the relay has paired the two sides.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Runs the key exchange on a freshly paired `stream` (bounded by [`HANDSHAKE_TIMEOUT`],
+/// abandoned on `cancel`) and returns its two directions as encrypted record streams.
+pub(crate) async fn secure<S>(
+    mut stream: S,
+    code: &crate::code::Code,
+    role: crate::handshake::Role,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(
+    RecordWriter<tokio::io::WriteHalf<S>>,
+    RecordReader<tokio::io::ReadHalf<S>>,
+)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let exchange = crate::handshake::handshake(&mut stream, code, role);
+    let keys = tokio::select! {
+        keys = tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange) => keys.map_err(|_| Error::Timeout {
+            what: "the key exchange did not finish",
+            after: HANDSHAKE_TIMEOUT,
+        })??,
+        () = cancel.cancelled() => return Err(Error::Cancelled("during the key exchange")),
+    };
+    tracing::debug!("keys confirmed");
+    let (rd, wr) = tokio::io::split(stream);
+    Ok((
+        RecordWriter::new(wr, keys.sealer),
+        RecordReader::new(rd, keys.opener),
+    ))
+}
+
 /// Longest time a running transfer may make no progress at all (no record written or read)
 /// before it is given up. Generous: a receiver's disk may stall for a while under write-back.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(120);
