@@ -41,7 +41,7 @@ async fn relay_drops_a_session_whose_client_stops_sending_heartbeats() {
         panic!("no welcome");
     };
     let keep = CancellationToken::new();
-    let silent = mux::start(sock, Role::Dialer, keep.clone());
+    let silent = mux::start(sock, Role::Dialer, 16, keep.clone());
     tokio::spawn(silent.driver);
     let mut control = silent.handle.open().await.expect("control stream");
     codec::write_frame(&mut control, &ClientControl::Ping(0))
@@ -87,7 +87,7 @@ async fn client_notices_a_relay_that_stops_answering() {
             .await
             .expect("welcome");
         let token = CancellationToken::new();
-        let mut m = mux::start(sock, Role::Acceptor, token.clone());
+        let mut m = mux::start(sock, Role::Acceptor, 16, token.clone());
         tokio::spawn(m.driver);
         let control = m.inbound.recv().await.expect("control stream");
         // Hold everything open, answer nothing.

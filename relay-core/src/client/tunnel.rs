@@ -1,10 +1,13 @@
 //! [`TunnelListener`]: a public address on a relay that behaves like a `TcpListener`.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{Instrument, debug, info_span};
@@ -35,7 +38,9 @@ pub struct TunnelConfig {
     pub handshake_timeout: Duration,
     /// Public port to ask for (granted when free); `None` takes any.
     pub preferred_port: Option<u16>,
-    /// Visitors announced but not yet accepted; more are refused, like a full listen backlog.
+    /// Visitors announced but not yet taken up by `accept`; more are reset, like connections
+    /// that find a full listen backlog. (The relay also resets a visitor that is not answered
+    /// within its handshake timeout, 10 s by default.)
     pub accept_backlog: usize,
     /// How long a new substream may take to deliver its visitor header.
     pub header_timeout: Duration,
@@ -95,9 +100,27 @@ pub struct TunnelListener {
     public_addr: PublicAddr,
     session_id: u64,
     max_visitors: u32,
-    incoming: tokio::sync::Mutex<mpsc::Receiver<IncomingVisitor>>,
-    ended: Arc<Mutex<Option<String>>>,
+    incoming: tokio::sync::Mutex<Incoming>,
+    /// Why the session ended, once it has.
+    ended: watch::Receiver<Option<String>>,
     _session: DropGuard,
+}
+
+/// New substreams and the visitor headers being read from them. Headers are read by whoever
+/// calls `accept`, not by a task of their own: the header arrives with the stream's first
+/// frame, so this saves a task and a wake-up per visitor.
+struct Incoming {
+    streams: mpsc::Receiver<Substream>,
+    headers: FuturesUnordered<BoxFuture<'static, Option<IncomingVisitor>>>,
+    header_timeout: Duration,
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("headers_pending", &self.headers.len())
+            .finish()
+    }
 }
 
 impl TunnelListener {
@@ -126,7 +149,7 @@ impl TunnelListener {
             handle,
             inbound,
             driver,
-        } = mux::start(sock, Role::Dialer, session.clone());
+        } = mux::start(sock, Role::Dialer, config.accept_backlog, session.clone());
         let span =
             info_span!("session", session.id = welcome.session_id, public.addr = %public_addr);
         let driver = tokio::spawn(driver.instrument(span.clone()));
@@ -135,26 +158,27 @@ impl TunnelListener {
         let mut control = handle.open().await?;
         codec::write_frame(&mut control, &ClientControl::Ping(0)).await?;
 
-        let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
-        let ended = Arc::new(Mutex::new(None));
+        let (ended_tx, ended) = watch::channel(None);
         let heartbeat =
             Duration::from_millis(welcome.heartbeat_interval_ms.into()).max(MIN_HEARTBEAT);
         let task = Session {
-            inbound,
             driver,
             control,
             heartbeat,
-            incoming: tx,
-            header_timeout: config.header_timeout,
-            ended: ended.clone(),
+            ended: ended_tx,
             cancel: session.clone(),
         };
         tokio::spawn(task.run().instrument(span));
+        let incoming = Incoming {
+            streams: inbound,
+            headers: FuturesUnordered::new(),
+            header_timeout: config.header_timeout,
+        };
         Ok(TunnelListener {
             public_addr,
             session_id: welcome.session_id,
             max_visitors: welcome.max_visitors,
-            incoming: tokio::sync::Mutex::new(rx),
+            incoming: tokio::sync::Mutex::new(incoming),
             ended,
             _session: session.drop_guard(),
         })
@@ -193,43 +217,85 @@ impl TunnelListener {
     /// first check they can serve it (for example by connecting to a local server).
     pub async fn next_visitor(&self) -> Result<IncomingVisitor> {
         let mut incoming = self.incoming.lock().await;
-        match incoming.recv().await {
-            Some(visitor) => Ok(visitor),
-            None => {
-                let reason = self
-                    .ended
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
-                Err(Error::SessionLost(
-                    reason.unwrap_or_else(|| "session ended".into()),
-                ))
+        let Incoming {
+            streams,
+            headers,
+            header_timeout,
+        } = &mut *incoming;
+        let mut ended = self.ended.clone();
+        loop {
+            tokio::select! {
+                Some(visitor) = headers.next(), if !headers.is_empty() => {
+                    if let Some(visitor) = visitor {
+                        return Ok(visitor);
+                    }
+                }
+                stream = streams.recv() => match stream {
+                    Some(stream) => headers.push(read_header(stream, *header_timeout).boxed()),
+                    None => return Err(self.lost().await),
+                },
+                () = ended_signal(&mut ended) => return Err(self.lost().await),
             }
+        }
+    }
+
+    /// The error for a session that has ended, with its reason (which the session task records
+    /// a moment after the connection is gone).
+    async fn lost(&self) -> Error {
+        let mut ended = self.ended.clone();
+        let _ = tokio::time::timeout(LAST_WORD * 5, ended_signal(&mut ended)).await;
+        let reason = ended.borrow().clone();
+        Error::SessionLost(reason.unwrap_or_else(|| "session ended".into()))
+    }
+}
+
+/// Resolves once the session has recorded why it ended. (A helper, so the watch's read guard
+/// never lives across an await.)
+async fn ended_signal(ended: &mut watch::Receiver<Option<String>>) {
+    let _ = ended.wait_for(Option::is_some).await;
+}
+
+/// Reads a new substream's visitor header; `None` (after logging why) when it has none.
+async fn read_header(mut stream: Substream, timeout: Duration) -> Option<IncomingVisitor> {
+    let header = tokio::time::timeout(
+        timeout,
+        codec::read_frame::<_, VisitorHeader>(&mut stream, DEFAULT_MAX_FRAME_LEN),
+    )
+    .await;
+    match header {
+        Ok(Ok(h)) => Some(IncomingVisitor {
+            stream,
+            visitor: Visitor {
+                id: h.visitor_id,
+                addr: h.peer_addr,
+            },
+        }),
+        Ok(Err(e)) => {
+            debug!(error = %e, "substream without a valid visitor header");
+            None
+        }
+        Err(_) => {
+            debug!("substream sent no visitor header in time");
+            None
         }
     }
 }
 
 /// The background task of a tunnel session.
 struct Session {
-    inbound: mpsc::UnboundedReceiver<Substream>,
     driver: tokio::task::JoinHandle<std::result::Result<(), yamux::ConnectionError>>,
     control: Substream,
     heartbeat: Duration,
-    incoming: mpsc::Sender<IncomingVisitor>,
-    header_timeout: Duration,
-    ended: Arc<Mutex<Option<String>>>,
+    ended: watch::Sender<Option<String>>,
     cancel: CancellationToken,
 }
 
 impl Session {
     async fn run(self) {
         let Session {
-            mut inbound,
             mut driver,
             control,
             heartbeat,
-            incoming,
-            header_timeout,
             ended,
             cancel,
         } = self;
@@ -250,14 +316,12 @@ impl Session {
                 }
             }
             r = &mut control => r,
-            // A clone: `accept` must not see the queue close before the reason is recorded.
-            r = dispatch(&mut inbound, incoming.clone(), header_timeout) => r,
             () = cancel.cancelled() => "tunnel listener dropped".to_string(),
         };
         debug!(%reason, "session ended");
         let draining = reason.starts_with(RELAY_SHUT_DOWN) && !driver.is_finished();
-        *ended.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
-        drop(incoming);
+        // `accept` reports this from now on.
+        ended.send_replace(Some(reason));
         if draining {
             // The relay lets visitors already inside finish before it closes the connection;
             // keep their streams going until then (or until the listener is dropped).
@@ -312,38 +376,4 @@ async fn heartbeats(control: Substream, interval: Duration) -> String {
         r = listen => r,
         r = ping => r,
     }
-}
-
-/// Reads each new substream's visitor header (in its own task, so one slow stream cannot hold
-/// up the others) and queues the visitor for `accept`.
-async fn dispatch(
-    inbound: &mut mpsc::UnboundedReceiver<Substream>,
-    incoming: mpsc::Sender<IncomingVisitor>,
-    header_timeout: Duration,
-) -> String {
-    while let Some(mut stream) = inbound.recv().await {
-        let incoming = incoming.clone();
-        tokio::spawn(async move {
-            let header = tokio::time::timeout(
-                header_timeout,
-                codec::read_frame::<_, VisitorHeader>(&mut stream, DEFAULT_MAX_FRAME_LEN),
-            )
-            .await;
-            let header = match header {
-                Ok(Ok(h)) => h,
-                Ok(Err(e)) => return debug!(error = %e, "substream without a valid visitor header"),
-                Err(_) => return debug!("substream sent no visitor header in time"),
-            };
-            let visitor = Visitor {
-                id: header.visitor_id,
-                addr: header.peer_addr,
-            };
-            if let Err(mpsc::error::TrySendError::Full(v)) =
-                incoming.try_send(IncomingVisitor { stream, visitor })
-            {
-                v.refuse("the client's accept backlog is full").await;
-            }
-        });
-    }
-    "the connection to the relay ended".to_string()
 }

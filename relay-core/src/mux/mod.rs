@@ -108,9 +108,10 @@ fn closed_err() -> io::Error {
 pub struct Mux {
     /// Opens outbound streams.
     pub handle: MuxHandle,
-    /// Streams the peer opened. Unbounded on purpose: the driver must never wait on the session
-    /// (that would stall every stream), and yamux's stream cap already bounds how many can queue.
-    pub inbound: mpsc::UnboundedReceiver<Substream>,
+    /// Streams the peer opened, at most `inbound_backlog` waiting. The driver never waits for
+    /// room (that would stall every stream): a stream that finds the queue full is reset, like
+    /// a connection that finds a full listen backlog.
+    pub inbound: mpsc::Receiver<Substream>,
     /// Runs the connection until it ends or `shutdown` is cancelled; resolves to why it ended.
     pub driver: futures::future::BoxFuture<'static, Result<(), ConnectionError>>,
 }
@@ -122,7 +123,7 @@ impl std::fmt::Debug for Mux {
 }
 
 /// Starts yamux on `io`. Nothing happens until `driver` is polled (spawn it).
-pub fn start<T>(io: T, role: Role, shutdown: CancellationToken) -> Mux
+pub fn start<T>(io: T, role: Role, inbound_backlog: usize, shutdown: CancellationToken) -> Mux
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -134,7 +135,7 @@ where
     let io = SessionIo::new(io, lost.clone());
     let conn = Connection::new(io.compat(), yamux_config(), mode);
     let (open_tx, open_rx) = mpsc::channel(64);
-    let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+    let (inbound_tx, inbound_rx) = mpsc::channel(inbound_backlog.max(1));
     let closed = CancellationToken::new();
     let streams = StreamFactory { lost };
     let driver = drive(conn, streams, open_rx, inbound_tx, shutdown, closed.clone()).boxed();
@@ -152,7 +153,7 @@ async fn drive<T>(
     mut conn: Connection<Compat<SessionIo<T>>>,
     streams: StreamFactory,
     mut requests: mpsc::Receiver<OpenReply>,
-    inbound: mpsc::UnboundedSender<Substream>,
+    inbound: mpsc::Sender<Substream>,
     shutdown: CancellationToken,
     closed: CancellationToken,
 ) -> Result<(), ConnectionError>
@@ -183,7 +184,7 @@ fn poll_driver<T>(
     streams: &StreamFactory,
     requests: &mut mpsc::Receiver<OpenReply>,
     waiting: &mut Option<OpenReply>,
-    inbound: &mpsc::UnboundedSender<Substream>,
+    inbound: &mpsc::Sender<Substream>,
 ) -> Poll<Result<(), ConnectionError>>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -193,8 +194,8 @@ where
         loop {
             match conn.poll_next_inbound(cx) {
                 Poll::Ready(Some(Ok(stream))) => {
-                    // A refused send drops the stream, which resets it: the session is gone.
-                    let _ = inbound.send(streams.wrap(stream));
+                    // Full or gone: dropping the stream resets it.
+                    let _ = inbound.try_send(streams.wrap(stream));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),

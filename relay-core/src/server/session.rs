@@ -133,7 +133,8 @@ async fn serve(
     // Cancelled when the session ends for any reason; visitors hang off it.
     let session = CancellationToken::new();
     let _end_session = session.clone().drop_guard();
-    let mut mux = mux::start(sock, Role::Acceptor, session.clone());
+    // The client opens only its control stream; a small queue is plenty.
+    let mut mux = mux::start(sock, Role::Acceptor, 4, session.clone());
     let driver = mux.driver;
     let mut driver = shared
         .tasks
@@ -220,9 +221,7 @@ async fn heartbeats(
 }
 
 /// The client only ever opens the control stream; anything more is reset.
-async fn reject_extra_streams(
-    inbound: &mut tokio::sync::mpsc::UnboundedReceiver<Substream>,
-) -> String {
+async fn reject_extra_streams(inbound: &mut tokio::sync::mpsc::Receiver<Substream>) -> String {
     while let Some(stream) = inbound.recv().await {
         debug!(
             stream = stream.id(),
