@@ -5,7 +5,7 @@ mod common;
 use common::{
     Scratch, entries, error_line, random_file, relay, run_receive, start_send, wait_until,
 };
-use relay_test_support::{DEADLINE, Proc};
+use relay_test_support::{DEADLINE, Proc, Relay};
 
 #[test]
 fn wrong_words_fail_on_both_sides_and_write_nothing() {
@@ -74,26 +74,31 @@ fn a_used_code_cannot_be_used_again() {
     assert!(!dir.join("second").exists());
 }
 
-#[test]
-fn a_killed_receiver_fails_the_sender_and_leaves_no_file() {
-    let relay = relay();
-    let dir = Scratch::new("killed");
-    // Sparse, so the sender reads it instantly; large, so it is still running when killed.
+/// Starts sending a sparse 8 GiB file (read instantly, yet long enough to still be running when
+/// a side is killed) and returns once the receiver's temporary file holds data.
+fn big_transfer_under_way(relay: &Relay, dir: &Scratch) -> (Proc, Proc, std::path::PathBuf) {
     let big = std::fs::File::create(dir.join("huge.iso")).expect("create");
     big.set_len(8 << 30).expect("sparse 8 GiB");
     drop(big);
-    let (mut send, code) = start_send(&relay.host_port(), &dir.str("huge.iso"), &[]);
+    let (send, code) = start_send(&relay.host_port(), &dir.str("huge.iso"), &[]);
     let out = dir.join("out");
-    let mut recv = Proc::spawn(
+    let recv = Proc::spawn(
         "receive",
         &[&relay.host_port(), &code, out.to_str().expect("path")],
     );
-    // Mid-transfer: the temporary file exists and has data in it.
     wait_until("receiving started", DEADLINE, || {
         entries(&out)
             .iter()
             .any(|name| std::fs::metadata(out.join(name)).is_ok_and(|m| m.len() > 1 << 20))
     });
+    (send, recv, out)
+}
+
+#[test]
+fn a_killed_receiver_fails_the_sender_and_leaves_no_file() {
+    let relay = relay();
+    let dir = Scratch::new("killed");
+    let (mut send, mut recv, out) = big_transfer_under_way(&relay, &dir);
     recv.kill();
 
     let status = send.wait_exit(DEADLINE);
@@ -114,20 +119,7 @@ fn a_killed_receiver_fails_the_sender_and_leaves_no_file() {
 fn a_sender_that_vanishes_mid_transfer_fails_the_receiver() {
     let relay = relay();
     let dir = Scratch::new("sender-killed");
-    let big = std::fs::File::create(dir.join("huge.iso")).expect("create");
-    big.set_len(8 << 30).expect("sparse 8 GiB");
-    drop(big);
-    let (mut send, code) = start_send(&relay.host_port(), &dir.str("huge.iso"), &[]);
-    let out = dir.join("out");
-    let mut recv = Proc::spawn(
-        "receive",
-        &[&relay.host_port(), &code, out.to_str().expect("path")],
-    );
-    wait_until("receiving started", DEADLINE, || {
-        entries(&out)
-            .iter()
-            .any(|name| std::fs::metadata(out.join(name)).is_ok_and(|m| m.len() > 1 << 20))
-    });
+    let (mut send, mut recv, out) = big_transfer_under_way(&relay, &dir);
     send.kill();
     assert!(!recv.wait_exit(DEADLINE).success());
     let line = error_line(&recv, "receive", "sender went away");
