@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use filexfer::{Code, Progress, ReceiveOptions, receive};
-use relay_bin::{fail, init_logging, shutdown_on_signal};
+use relay_bin::{init_logging, shutdown_on_signal};
 
 /// Receive a file sent with `send`, into OUTDIR under the sender's file name.
 #[derive(Debug, Parser)]
@@ -39,15 +39,11 @@ fn main() -> ExitCode {
     if !args.quiet {
         init_logging("warn");
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return fail("receive", format_args!("cannot start the runtime: {e}")),
-    };
     let progress = Progress::for_stderr("receive", args.quiet);
     let options = ReceiveOptions { force: args.force };
-    let result = runtime.block_on(async {
+    relay_bin::run("receive", 0, async {
         let cancel = shutdown_on_signal();
-        receive(
+        let received = receive(
             &args.relay,
             &args.code,
             &args.outdir,
@@ -55,15 +51,10 @@ fn main() -> ExitCode {
             &progress,
             &cancel,
         )
-        .await
-    });
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            progress.clear();
-            fail("receive", e)
-        }
-    }
+        .await;
+        // The error line must not land in the middle of a progress bar.
+        received.map(drop).inspect_err(|_| progress.clear())
+    })
 }
 
 fn parse_relay(s: &str) -> Result<String, String> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use filexfer::{Offered, Progress, Source};
-use relay_bin::{fail, init_logging, parse_duration, shutdown_on_signal};
+use relay_bin::{init_logging, parse_duration, shutdown_on_signal};
 
 /// Send a file through a relay. Prints the code for `receive` on stdout (one line, nothing
 /// else); everything for people goes to stderr.
@@ -38,18 +38,13 @@ fn main() -> ExitCode {
     if !args.quiet {
         init_logging("warn");
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return fail("send", format_args!("cannot start the runtime: {e}")),
-    };
     let progress = Progress::for_stderr("send", args.quiet);
-    match runtime.block_on(run(&args, &progress)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            progress.clear();
-            fail("send", e)
-        }
-    }
+    relay_bin::run("send", 0, async {
+        // The error line must not land in the middle of a progress bar.
+        run(&args, &progress)
+            .await
+            .inspect_err(|_| progress.clear())
+    })
 }
 
 async fn run(args: &Args, progress: &Progress) -> filexfer::Result<()> {
