@@ -196,12 +196,28 @@ m_latency() { # m_latency SYS ECHO_ADDR
     log "  $sys connect: $out"
 }
 
-m_rate() { # m_rate SYS ECHO_ADDR
-    local sys=$1 addr=$2 out
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# m_rate SYS KEY ECHO_ADDR TUNNEL_PIDS...: new visitors per second, and the CPU every process
+# spends per visitor (the load generator reports its own). The tunnel's processes (relay and
+# client) are listed; the echo server is always counted too.
+m_rate() {
+    local sys=$1 key=$2 addr=$3 out p cpu0=0 cpu1=0 srv0 srv1 ok
+    shift 3
+    for p in "$@"; do cpu0=$((cpu0 + $(ticks "$p"))); done
+    srv0=$(ticks "$ECHO_SRV_PID")
     out=$(timeout $((RATE_SECS + 60)) "$LG" rate --addr "$addr" --seconds "$RATE_SECS" \
         --concurrency "$RATE_CONCURRENCY" 2>&1 | tail -n1 || true)
-    put "$sys.rate" "$(field conns_per_s "$out")"; put "$sys.rate_errors" "$(field errors "$out")"
-    log "  $sys rate: $out"
+    for p in "$@"; do cpu1=$((cpu1 + $(ticks "$p"))); done
+    srv1=$(ticks "$ECHO_SRV_PID")
+    ok=$(field ok "$out")
+    put "$sys.$key" "$(field conns_per_s "$out")"; put "$sys.${key}_errors" "$(field errors "$out")"
+    if [[ ${ok:-0} -gt 0 ]]; then
+        # Clock ticks are 10 ms; over a run of seconds that is within a few per cent.
+        [[ $# -gt 0 ]] && put "$sys.${key}_cpu_tunnel" "$(awk -v t=$((cpu1 - cpu0)) -v n="$ok" 'BEGIN {printf "%.1f", t * 10000 / n}')"
+        put "$sys.${key}_cpu_all" "$(awk -v t=$((cpu1 - cpu0 + srv1 - srv0)) -v n="$ok" -v g="$(field cpu_us_per_conn "$out")" 'BEGIN {printf "%.1f", t * 10000 / n + g}')"
+    fi
+    log "  $sys $key: $out; CPU us per visitor: tunnel $(get "$sys.${key}_cpu_tunnel"), all $(get "$sys.${key}_cpu_all")"
 }
 
 m_wrk() { # m_wrk SYS HTTP_ADDR
@@ -262,7 +278,7 @@ start_relay() { # start_relay FULL(0|1)
     start_bg expose-http-$port "$BIN/rb-expose" 127.0.0.1 "$port" "$HTTP"
     PUB_HTTP=$(first_line expose-http-$port)
     start_bg echoserver-$port "$BIN/rb-echo" 127.0.0.1 "$port"
-    PUB_ECHOSERVER=$(first_line echoserver-$port)
+    ES_CPID=$LAST_PID; PUB_ECHOSERVER=$(first_line echoserver-$port)
 }
 
 start_bore() { # start_bore FULL(0|1); bore's control port is fixed (7835)
@@ -325,7 +341,7 @@ suite() { # suite SYS: every figure except memory, against the current PUB_* add
     log "$sys: bulk, latency, setup rate, HTTP"
     m_bulk "$sys" "$PUB_IPERF" "$PUB_BENCH"
     m_latency "$sys" "$PUB_ECHO"
-    m_rate "$sys" "$PUB_ECHO"
+    m_rate "$sys" rate "$PUB_ECHO" "$SRV_PID" "$ECHO_CPID"
     m_wrk "$sys" "$PUB_HTTP"
 }
 
@@ -353,7 +369,7 @@ log "source: ${BENCH_REV:-$(cd "$ROOT" && git describe --always --dirty 2>/dev/n
 log "direct: bulk, latency, setup rate, HTTP"
 m_bulk direct "127.0.0.1:$IPERF_PORT" "$BENCH"
 m_latency direct "$ECHO"
-m_rate direct "$ECHO"
+m_rate direct rate "$ECHO"
 m_wrk direct "$HTTP"
 log "direct: idle connections held by the echo server"
 BASE_S=$(rss_kib "$ECHO_SRV_PID"); BASE_C=$BASE_S
@@ -363,8 +379,9 @@ unset BASE_S BASE_C
 MARK=${#PIDS[@]}
 start_relay 1
 suite relay
-log "relay via echoserver (no local hop): latency"
+log "relay via echoserver (no local hop): latency, setup rate"
 m_latency relay_es "$PUB_ECHOSERVER"
+m_rate relay rate_es "$PUB_ECHOSERVER" "$SRV_PID" "$ES_CPID"
 if [[ $BENCH_PROFILE == 1 ]] && command -v perf >/dev/null; then
     log "relay: perf profile of the relay during 1-stream bulk upload"
     perf record -F 499 -g -o "$WORK/perf-relay.data" -p "$SRV_PID" -- sleep "$BULK_SECS" \
@@ -412,11 +429,11 @@ peers=()
 [[ -n $(get bore.rtt_mean) ]] && peers+=(bore)
 [[ -n $(get rathole.rtt_mean) ]] && peers+=(rathole)
 
-# row LABEL KEY RULE TARGET: RULE is ge (ratio >= TARGET), le (ratio <= TARGET), abs_le (relay
+# row LABEL KEY RULE TARGET [DIRECT_KEY]: RULE is ge (ratio >= TARGET), le (ratio <= TARGET), abs_le (relay
 # value <= TARGET), zero (relay value == 0), or info (no target).
 row() {
     local label=$1 key=$2 rule=$3 target=$4 d r verdict tgt ratio p pv
-    d=$(get "direct.$key"); r=$(get "relay.$key")
+    d=$(get "direct.${5:-$key}"); r=$(get "relay.$key")
     ratio=$(awk -v d="$d" -v r="$r" 'BEGIN { if (d + 0 > 0 && r != "") printf "%.2fx", r / d; else print "-" }')
     case $rule in
         ge) tgt=">= ${target}x"; verdict=$(awk -v d="$d" -v r="$r" -v t="$target" 'BEGIN { print (d > 0 && r / d >= t) ? "PASS" : "FAIL" }') ;;
@@ -456,6 +473,10 @@ row() {
     row "connect errors (of $CONNECT_N)" conn_errors zero -
     row "new visitors/s ($RATE_CONCURRENCY in flight)" rate ge 0.6
     row "new-visitor errors" rate_errors zero -
+    row "CPU per new visitor, all processes, us" rate_cpu_all info -
+    row "CPU per new visitor, tunnel processes, us" rate_cpu_tunnel info -
+    row "new visitors/s via echoserver (no local hop)" rate_es ge 0.6 rate
+    row "CPU per new visitor via echoserver, all, us" rate_es_cpu_all info - rate_cpu_all
     [[ $HAVE_WRK == 1 ]] && row "wrk HTTP req/s (2 threads, 32 conns)" wrk info -
     row "server KiB per idle visitor @ $HOLD_N" hold5k_server_kib abs_le 16
     row "client KiB per idle visitor @ $HOLD_N" hold5k_client_kib abs_le 16
@@ -467,6 +488,8 @@ row() {
     echo "relay via echoserver (no local hop): RTT mean $(get relay_es.rtt_mean) us, p99 $(get relay_es.rtt_p99) us;" \
         "connect mean $(get relay_es.conn_mean) us, errors $(get relay_es.conn_errors)"
     echo "direct 'server' is the loadgen echo server; 'client' is expose (relay), bore local, rathole client."
+    echo "CPU per new visitor: 'all' adds every process (load generator, echo server, tunnel); 'tunnel' is the relay and its client."
+    echo "When the machine is CPU-bound, new visitors/s through a tunnel cannot beat direct 'all' / tunnel 'all'."
     echo "bulk: $([[ $HAVE_IPERF == 1 ]] && echo "iperf3 -t $BULK_SECS" || echo "loadgen bulk -t $BULK_SECS"); raw results: $RESULTS"
     if [[ -s $WORK/profile-relay.txt ]]; then
         echo; echo "relay CPU profile (1-stream bulk upload, self time):"; cat "$WORK/profile-relay.txt"

@@ -57,9 +57,35 @@ impl fmt::Display for Summary {
     }
 }
 
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat`; `None` where
+/// there is no procfs. Lets the load generator report its own share of a CPU-bound run.
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may contain spaces; the numeric fields follow its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // USER_HZ is 100 on every Linux architecture this runs on.
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_cpu_grows_while_this_process_computes() {
+        let before = process_cpu().expect("procfs on Linux");
+        // Spin until the counter moves by two ticks; the deadline only guards a broken parse.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut x = 0u64;
+        while process_cpu().expect("procfs") < before + Duration::from_millis(20) {
+            assert!(std::time::Instant::now() < deadline, "CPU time never grew");
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {

@@ -140,29 +140,26 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SessionIo<T> {
             this.gathered.extend_from_slice(buf);
             return Poll::Ready(Ok(buf.len()));
         }
-        let pending = this.pending_write().len();
-        let slices = [
-            IoSlice::new(&this.gathered[this.gathered_pos..]),
-            IoSlice::new(buf),
-        ];
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, &slices);
-        match this.watch(result, |_| false) {
-            Poll::Ready(Ok(n)) if n > pending => {
+        // A large body is never copied: while the socket is full it stays with yamux, which
+        // offers it again once the socket is writable (copying it here cost a memmove of every
+        // body on a busy session, ~15% more CPU per byte with 8 streams uploading).
+        loop {
+            let pending = this.pending_write().len();
+            let slices = [
+                IoSlice::new(&this.gathered[this.gathered_pos..]),
+                IoSlice::new(buf),
+            ];
+            let result = Pin::new(&mut this.inner).poll_write_vectored(cx, &slices);
+            let n = ready!(this.watch(result, |_| false))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            if n > pending {
                 this.consume_gathered(pending);
-                Poll::Ready(Ok(n - pending))
+                return Poll::Ready(Ok(n - pending));
             }
-            Poll::Ready(Ok(n)) => {
-                // Only (part of) the gathered bytes went out; keep the body with them.
-                this.consume_gathered(n);
-                this.gathered.extend_from_slice(buf);
-                Poll::Ready(Ok(buf.len()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                // The socket is full; the bound above keeps this from growing without limit.
-                this.gathered.extend_from_slice(buf);
-                Poll::Ready(Ok(buf.len()))
-            }
+            // Only (part of) the gathered bytes went out: go again for the rest and the body.
+            this.consume_gathered(n);
         }
     }
 
@@ -215,6 +212,42 @@ mod tests {
         b.read_exact(&mut got).await.expect("read");
         assert!(got == expected);
         assert!(!lost.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn writes_into_a_full_socket_wait_and_keep_their_order() {
+        // A pipe far smaller than the bodies: every large write meets a full socket, and
+        // vectored writes go out in pieces.
+        let (a, mut b) = duplex(3000);
+        let lost = Arc::new(AtomicBool::new(false));
+        let chunks: Vec<Vec<u8>> = (0..300usize)
+            .map(|i| {
+                (0..(i * 7919) % 40_000)
+                    .map(|j| (i * 31 + j) as u8)
+                    .collect()
+            })
+            .collect();
+        let expected: Vec<u8> = chunks.concat();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).await.expect("read");
+            got
+        });
+        let mut io = SessionIo::new(a, lost.clone());
+        for chunk in &chunks {
+            io.write_all(chunk).await.expect("write");
+        }
+        io.flush().await.expect("flush");
+        io.flush().await.expect("flush");
+        io.shutdown().await.expect("shutdown");
+        drop(io);
+        let got = reader.await.expect("reader");
+        assert!(
+            got == expected,
+            "{} of {} bytes, in order: no",
+            got.len(),
+            expected.len()
+        );
     }
 
     #[tokio::test]

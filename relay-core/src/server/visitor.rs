@@ -58,10 +58,14 @@ async fn forward(
     mux: &MuxHandle,
     answer_timeout: Duration,
 ) -> io::Result<(u64, u64)> {
-    // Waits here while 256 earlier substreams are still unanswered by the client.
-    let mut stream = tokio::time::timeout(answer_timeout, mux.open())
-        .await
-        .map_err(|_| no_answer(answer_timeout))??;
+    // One timer bounds both the wait for a substream (there is none while 256 earlier ones are
+    // still unanswered by the client) and the wait for the client's answer.
+    let mut deadline = Box::pin(tokio::time::sleep(answer_timeout));
+    let mut stream = tokio::select! {
+        biased;
+        stream = mux.open() => stream?,
+        () = deadline.as_mut() => return Err(no_answer(answer_timeout)),
+    };
     // yamux announces a stream only with its first frame, so the header goes out at once; the
     // visitor's bytes may follow before the client answers.
     let header = VisitorHeader {
@@ -72,7 +76,7 @@ async fn forward(
         .await
         .map_err(io::Error::other)?;
     debug!(stream = stream.id(), "substream opened");
-    let mut stream = AwaitReply::new(stream, answer_timeout);
+    let mut stream = AwaitReply::new(stream, deadline, answer_timeout);
     let moved = splice(tcp, &mut stream).await?;
     Ok((moved.a_to_b, moved.b_to_a))
 }
@@ -102,14 +106,14 @@ enum ReplyState {
 }
 
 impl AwaitReply {
-    fn new(inner: Substream, timeout: Duration) -> Self {
+    fn new(inner: Substream, deadline: Pin<Box<tokio::time::Sleep>>, timeout: Duration) -> Self {
         AwaitReply {
             inner,
             state: ReplyState::Prefix {
                 buf: [0; LEN_PREFIX],
                 got: 0,
             },
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            deadline: Some(deadline),
             timeout,
         }
     }

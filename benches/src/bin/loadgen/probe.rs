@@ -92,6 +92,7 @@ pub async fn rate(
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Arc::new(AtomicU64::new(0));
+    let cpu_before = relay_benches::stats::process_cpu();
     let start = Instant::now();
     let deadline = start + duration;
     let workers: Vec<_> = (0..concurrency)
@@ -119,8 +120,15 @@ pub async fn rate(
     }
     let elapsed = start.elapsed().as_secs_f64();
     let ok = ok.load(Ordering::Relaxed);
+    // The load generator's own CPU per connection, so a run can account for every process.
+    let cpu_us_per_conn = match (cpu_before, relay_benches::stats::process_cpu()) {
+        (Some(before), Some(after)) if ok > 0 => {
+            format!("{:.1}", (after - before).as_secs_f64() * 1e6 / ok as f64)
+        }
+        _ => "-".to_string(),
+    };
     println!(
-        "rate conns_per_s={:.0} ok={ok} errors={} seconds={elapsed:.2} concurrency={concurrency}",
+        "rate conns_per_s={:.0} ok={ok} errors={} seconds={elapsed:.2} concurrency={concurrency} cpu_us_per_conn={cpu_us_per_conn}",
         ok as f64 / elapsed,
         errors.load(Ordering::Relaxed)
     );
