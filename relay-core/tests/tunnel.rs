@@ -419,6 +419,53 @@ async fn visitors_beyond_the_limit_are_turned_away() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_the_client_never_answers_is_reset_at_the_deadline_and_others_go_on() {
+    let relay = TestRelay::start(RelayConfig {
+        handshake_timeout: Duration::from_millis(400),
+        ..RelayConfig::default()
+    })
+    .await;
+    let listener = relay.tunnel().await;
+    let addr = public(&listener);
+    // The first visitor is announced but never answered (held, not accepted or refused); the
+    // ones after it are served.
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let Ok(first) = listener.next_visitor().await else {
+            return;
+        };
+        let _ = held_tx.send(first);
+        let _ = serve_echo(listener, Vec::new()).await;
+    });
+    let mut ignored = TcpStream::connect(addr).await.expect("visitor");
+    ignored.write_all(b"hello?").await.expect("write");
+    let _held = within("the client to see the visitor", held_rx)
+        .await
+        .expect("announced");
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let outcome = within(
+        "the relay to give up on the visitor",
+        ignored.read(&mut buf),
+    )
+    .await;
+    assert!(
+        matches!(outcome, Err(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "an unanswered visitor must be reset, got {outcome:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "reset before the deadline: {:?}",
+        started.elapsed()
+    );
+    // The session is unharmed: the next visitor is served.
+    let back = within("a later visitor", visit(addr, b"still here"))
+        .await
+        .expect("visit");
+    assert_eq!(back, b"still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_opens_its_control_stream_is_dropped() {
     let relay = TestRelay::start(RelayConfig {
         handshake_timeout: Duration::from_millis(300),
