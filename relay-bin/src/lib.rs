@@ -1,6 +1,7 @@
 //! Process plumbing shared by every relay binary (`relay`, `expose`, `echoserver`, `send`,
 //! `receive`): logging to stderr, signals, argument parsers, and the one-line error exit.
-//! Protocol and networking live in `relay-core`; nothing here knows about them beyond types.
+//! Protocol and networking live in `relay-core`; nothing here knows about them beyond types,
+//! except [`local`], the local server `expose` forwards to.
 
 use std::fmt::Display;
 use std::io::{IsTerminal, Write};
@@ -8,6 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+pub mod local;
 use tracing_subscriber::EnvFilter;
 
 /// Where a tunnel client (`echoserver`, `expose`) finds its relay.

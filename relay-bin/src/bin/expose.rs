@@ -1,14 +1,15 @@
 //! `expose RELAYHOST RELAYPORT LOCAL`: put an unmodified local TCP server behind the relay.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use relay_bin::local::LocalServer;
 use relay_bin::{RelayArgs, drain_visitors, fail, init_logging, shutdown_on_signal};
 use relay_core::IncomingVisitor;
 use relay_core::net::{join_host_port, reset_on_close, split_host_port, tune_data_socket};
 use relay_core::splice::splice;
-use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -54,8 +55,15 @@ fn parse_local(local: &str) -> Result<String, String> {
 }
 
 async fn serve(args: Args, local: String) -> relay_core::Result<()> {
+    let local = match LocalServer::resolve(&local).await {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            let message = format!("cannot resolve the local server {local}: {e}");
+            return Err(std::io::Error::new(e.kind(), message).into());
+        }
+    };
     let listener = args.relay.open_tunnel().await?;
-    info!(local = %local, "forwarding visitors");
+    info!(local = %local.name(), addrs = ?local.addrs(), "forwarding visitors");
     let shutdown = shutdown_on_signal();
     let visitors = TaskTracker::new();
     let result = loop {
@@ -74,8 +82,9 @@ async fn serve(args: Args, local: String) -> relay_core::Result<()> {
     result
 }
 
-async fn forward(incoming: IncomingVisitor, local: String) {
-    let connected = tokio::time::timeout(LOCAL_CONNECT_TIMEOUT, TcpStream::connect(&local)).await;
+async fn forward(incoming: IncomingVisitor, local: Arc<LocalServer>) {
+    let connected = tokio::time::timeout(LOCAL_CONNECT_TIMEOUT, local.connect()).await;
+    let local = local.name();
     let mut local_conn = match connected {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
