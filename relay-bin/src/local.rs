@@ -1,7 +1,7 @@
 //! The local server `expose` forwards visitors to, resolved once rather than per visitor.
 //!
 //! Connecting to `HOST:PORT` by name resolves the name for every connection: a trip to tokio's
-//! blocking pool and a `getaddrinfo` per visitor (measured: 11-15% fewer new visitors per second
+//! blocking pool and a `getaddrinfo` per visitor (measured: 11-27% fewer new visitors per second
 //! through `expose localhost:PORT` than through `expose 127.0.0.1:PORT`). A name with several
 //! addresses also makes every visitor try the dead ones first, such as `localhost` resolving to
 //! `::1` for a server that listens on 127.0.0.1 only. So the name is resolved at start, the address
