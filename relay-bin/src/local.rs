@@ -114,10 +114,30 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
-    #[tokio::test]
-    async fn an_ip_address_needs_no_lookup_and_connects() {
+    /// An address nothing listens on: bound, noted, closed.
+    fn dead_addr() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    }
+
+    /// A listening socket (keep it alive) and its address.
+    async fn live_addr() -> (TcpListener, SocketAddr) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        (listener, addr)
+    }
+
+    /// A server named `name` whose cache holds `addrs`.
+    fn cached(name: SocketAddr, addrs: Vec<SocketAddr>) -> LocalServer {
+        LocalServer {
+            name: name.to_string(),
+            addrs: Mutex::new(addrs.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ip_address_needs_no_lookup_and_connects() {
+        let (_listener, addr) = live_addr().await;
         let local = LocalServer::resolve(&addr.to_string())
             .await
             .expect("resolve");
@@ -128,17 +148,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_address_that_accepted_is_tried_first_from_then_on() {
-        // A port nothing listens on: bind, note, close.
-        let dead = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr")
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let live = listener.local_addr().expect("addr");
-        let local = LocalServer {
-            name: live.to_string(),
-            addrs: Mutex::new(vec![dead, live].into()),
-        };
+        let dead = dead_addr();
+        let (_listener, live) = live_addr().await;
+        let local = cached(live, vec![dead, live]);
         local
             .connect()
             .await
@@ -150,27 +162,17 @@ mod tests {
 
     #[tokio::test]
     async fn addresses_that_all_refuse_are_resolved_again() {
-        let dead = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr")
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let live = listener.local_addr().expect("addr");
+        let dead = dead_addr();
+        let (_listener, live) = live_addr().await;
         // The cache holds a stale address; the name now resolves to the live one.
-        let local = LocalServer {
-            name: live.to_string(),
-            addrs: Mutex::new(vec![dead].into()),
-        };
+        let local = cached(live, vec![dead]);
         local.connect().await.expect("re-resolved");
         assert_eq!(&local.addrs()[..], &[live]);
     }
 
     #[tokio::test]
     async fn a_server_that_is_down_is_a_clear_error() {
-        let dead = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr")
-        };
+        let dead = dead_addr();
         let local = LocalServer::resolve(&dead.to_string())
             .await
             .expect("resolve");
