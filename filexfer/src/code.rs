@@ -11,13 +11,12 @@ use std::fmt;
 use bip39::Language;
 use rand::Rng;
 
+use relay_core::protocol::nameplate;
+
 use crate::error::{Error, Result};
 
 /// How many secret words a code has.
 pub const WORDS_PER_CODE: usize = 3;
-
-/// Longest nameplate accepted (a relay assigns short decimal numbers; this only bounds input).
-pub const MAX_NAMEPLATE_LEN: usize = 20;
 
 /// The word list codes are drawn from.
 pub fn word_list() -> &'static [&'static str; 2048] {
@@ -113,15 +112,7 @@ impl fmt::Debug for Code {
 }
 
 fn check_nameplate(n: &str) -> std::result::Result<(), String> {
-    let digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
-    if digits && n.len() <= MAX_NAMEPLATE_LEN && !n.starts_with('0') {
-        Ok(())
-    } else {
-        Err(format!(
-            "the code must start with a number, got {:?}",
-            n.escape_debug().to_string()
-        ))
-    }
+    nameplate::problem(n).map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
@@ -194,5 +185,8 @@ mod tests {
     fn relay_nameplates_are_checked() {
         assert!(Code::generate("12-apple").is_err());
         assert!(Code::generate("").is_err());
+        // The relay accepts 12 digits at most; a longer code fails here, before any network.
+        assert!(Code::parse("1234567890123-apple-river-stone").is_err());
+        assert!(Code::parse("123456789012-abandon-ability-able").is_ok());
     }
 }

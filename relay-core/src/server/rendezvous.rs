@@ -23,7 +23,9 @@ use super::Shared;
 use super::handshake::refuse;
 use crate::codec;
 use crate::net::reset_on_close;
-use crate::protocol::{ErrorCode, HEARTBEAT_TOLERANCE, OfferEvent, Reply, SenderMessage};
+use crate::protocol::{
+    ErrorCode, HEARTBEAT_TOLERANCE, OfferEvent, Reply, SenderMessage, nameplate,
+};
 use crate::splice::splice;
 
 /// Claims one address may make per [`CLAIM_WINDOW`]. Nameplates are short, so without a limit a
@@ -128,7 +130,9 @@ pub(super) async fn offer(mut sender: TcpStream, shared: Arc<Shared>, shutdown: 
         refuse(&mut sender, ErrorCode::Busy, msg).await;
         return;
     };
-    let space = (config.max_transfers as u64 * 10).max(9999);
+    let space = (config.max_transfers as u64)
+        .saturating_mul(10)
+        .clamp(9999, nameplate::MAX_VALUE);
     let (claim_tx, claim_rx) = oneshot::channel();
     let (nameplate, id) = shared.offers.register(space, claim_tx);
     let _withdraw = Withdraw {
@@ -316,7 +320,8 @@ pub(super) async fn claim(
         refuse(&mut receiver, ErrorCode::Busy, msg).await;
         return;
     }
-    if !is_nameplate(&nameplate) {
+    // Refused without being echoed back.
+    if !nameplate::is_valid(&nameplate) {
         info!("claim with a malformed nameplate");
         let msg = "the code must start with the number the sender's relay assigned".to_string();
         refuse(&mut receiver, ErrorCode::BadRequest, msg).await;
@@ -346,11 +351,3 @@ pub(super) async fn claim(
         }
     }
 }
-
-/// Nameplates are short decimal numbers; anything else is refused without being echoed back.
-fn is_nameplate(s: &str) -> bool {
-    (1..=MAX_NAMEPLATE_DIGITS).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Longest nameplate accepted in a claim.
-const MAX_NAMEPLATE_DIGITS: usize = 12;
