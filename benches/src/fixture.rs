@@ -162,8 +162,8 @@ impl MuxPair {
         dialed.set_nodelay(true)?;
         accepted.set_nodelay(true)?;
         let stop = CancellationToken::new();
-        let dialer = mux::start(dialed, Role::Dialer, 1024, stop.child_token());
-        let acceptor = mux::start(accepted, Role::Acceptor, 1024, stop.child_token());
+        let dialer = mux::start(dialed, &[], Role::Dialer, 1024, stop.child_token());
+        let acceptor = mux::start(accepted, &[], Role::Acceptor, 1024, stop.child_token());
         tokio::spawn(dialer.driver);
         tokio::spawn(acceptor.driver);
         let mut inbound = dialer.inbound;

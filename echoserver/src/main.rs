@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use relay_bin::{RelayArgs, drain_visitors, init_logging, shutdown_on_signal};
 use relay_core::TunnelStream;
-use relay_core::splice::copy_one_way;
+use relay_core::splice::{Meter, copy_one_way};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span};
 
@@ -55,8 +55,9 @@ async fn serve(args: Args) -> relay_core::Result<()> {
 async fn echo(stream: TunnelStream) {
     info!("visitor connected");
     let (mut read, mut write) = tokio::io::split(stream);
-    match copy_one_way(&mut read, &mut write).await {
-        Ok(bytes) => info!(bytes, "visitor closed"),
-        Err(e) => info!(error = %e, "visitor reset"),
+    let meter = Meter::new();
+    match copy_one_way(&mut read, &mut write, &meter).await {
+        Ok(()) => info!(bytes = meter.a_to_b(), "visitor closed"),
+        Err(e) => info!(error = %e, bytes = meter.a_to_b(), "visitor reset"),
     }
 }

@@ -157,6 +157,11 @@ fn plain_copy(relay: &str, file: &Path, out: &Path) -> Duration {
                     .expect("nameplate");
                 offer.wait_for_receiver().await.expect("paired")
             });
+            let (sock, early) = sock.into_parts();
+            assert!(
+                early.is_empty(),
+                "the receiver sends nothing in this baseline"
+            );
             let mut sock = blocking(sock);
             let mut src = std::fs::File::open(&file).expect("open");
             std::io::copy(&mut src, &mut sock).expect("send");
@@ -175,8 +180,10 @@ fn plain_copy(relay: &str, file: &Path, out: &Path) -> Duration {
             Duration::from_secs(10),
         ))
         .expect("claim");
+    let (sock, early) = sock.into_parts();
     let mut sock = blocking(sock);
     let mut dst = std::fs::File::create(out).expect("create");
+    dst.write_all(&early).expect("write file");
     // std's copy would use an 8 KiB buffer for socket to file; give the baseline large reads.
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -149,7 +149,8 @@ fn expose_serves_an_http_server_to_concurrent_visitors() {
 #[test]
 fn expose_closes_visitors_promptly_when_the_local_server_is_down() {
     let dead_port = free_port();
-    let relay = Relay::start(&[]);
+    // Per-visitor lines are at debug.
+    let relay = Relay::start_with(&[], &[("RUST_LOG", "debug")]);
     let mut expose = Proc::spawn(
         "expose",
         &[

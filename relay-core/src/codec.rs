@@ -1,14 +1,13 @@
 //! Control-frame encoding: a big-endian `u32` length followed by that many bytes of bincode.
 //!
 //! This is the only module that knows about bincode, so the serializer can be replaced without
-//! touching the rest. Reads are exact (never past the end of a frame), because a connection
-//! switches from frames to raw bytes (yamux, or a file transfer) right after the handshake.
+//! touching the rest. Reading frames from a stream is [`crate::frame`]'s job.
 
 use std::io;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{MAX_FRAME_LEN, PREFACE, PREFACE_LEN};
 
@@ -100,23 +99,6 @@ where
     Ok(())
 }
 
-/// Reads exactly one frame of at most `max_len` body bytes, and not one byte more.
-///
-/// Not cancel-safe: dropping the future mid-frame loses the stream's framing, so race it only
-/// against events after which the stream is abandoned.
-pub async fn read_frame<R, T>(r: &mut R, max_len: usize) -> Result<T, CodecError>
-where
-    R: AsyncRead + Unpin + ?Sized,
-    T: DeserializeOwned,
-{
-    let mut prefix = [0u8; LEN_PREFIX];
-    read_start(r, &mut prefix).await?;
-    let len = check_len(prefix, max_len)?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(eof_is_truncation)?;
-    decode(&body)
-}
-
 /// Writes this build's preface followed by one frame, in a single write.
 pub async fn write_preface_and_frame<W, T>(w: &mut W, msg: &T) -> Result<(), CodecError>
 where
@@ -130,41 +112,6 @@ where
     w.write_all(&out).await?;
     w.flush().await?;
     Ok(())
-}
-
-/// Reads a peer's preface (magic plus version), without judging it.
-pub async fn read_preface<R>(r: &mut R) -> Result<[u8; PREFACE_LEN], CodecError>
-where
-    R: AsyncRead + Unpin + ?Sized,
-{
-    let mut preface = [0u8; PREFACE_LEN];
-    read_start(r, &mut preface).await?;
-    Ok(preface)
-}
-
-/// Fills `buf` exactly; end of stream before the first byte is a clean close, after it a
-/// truncation.
-async fn read_start<R>(r: &mut R, buf: &mut [u8]) -> Result<(), CodecError>
-where
-    R: AsyncRead + Unpin + ?Sized,
-{
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]).await? {
-            0 if got == 0 => return Err(CodecError::Closed),
-            0 => return Err(CodecError::Truncated),
-            n => got += n,
-        }
-    }
-    Ok(())
-}
-
-fn eof_is_truncation(e: io::Error) -> CodecError {
-    if e.kind() == io::ErrorKind::UnexpectedEof {
-        CodecError::Truncated
-    } else {
-        CodecError::Io(e)
-    }
 }
 
 #[cfg(test)]
@@ -271,50 +218,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn frames_read_back_exactly_and_leave_following_bytes() {
-        let mut wire = encode(&Hello::Send).expect("encodes");
-        wire.extend_from_slice(b"raw bytes after the frame");
-        let mut reader = &wire[..];
-        let hello: Hello = read_frame(&mut reader, DEFAULT_MAX_FRAME_LEN)
-            .await
-            .expect("frame");
-        assert_eq!(hello, Hello::Send);
-        assert_eq!(reader, b"raw bytes after the frame");
-    }
-
-    #[tokio::test]
-    async fn truncated_frames_and_clean_close_are_told_apart() {
-        let frame = encode(&Hello::Receive {
-            nameplate: "123".into(),
-        })
-        .expect("encodes");
-        for cut in 1..frame.len() {
-            let mut reader = &frame[..cut];
-            let err = read_frame::<_, Hello>(&mut reader, DEFAULT_MAX_FRAME_LEN)
-                .await
-                .unwrap_err();
-            assert!(matches!(err, CodecError::Truncated), "cut at {cut}: {err}");
-        }
-        let mut empty: &[u8] = &[];
-        let err = read_frame::<_, Hello>(&mut empty, DEFAULT_MAX_FRAME_LEN)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, CodecError::Closed));
-    }
-
-    #[tokio::test]
     async fn preface_and_frame_are_written_together() {
         let mut out = Vec::new();
         write_preface_and_frame(&mut out, &Hello::Send)
             .await
             .expect("writes");
-        let mut reader = &out[..];
-        let preface = read_preface(&mut reader).await.expect("preface");
-        assert_eq!(parse_preface(&preface), Some(PROTOCOL_VERSION));
-        let hello: Hello = read_frame(&mut reader, DEFAULT_MAX_FRAME_LEN)
-            .await
-            .expect("frame");
-        assert_eq!(hello, Hello::Send);
-        assert!(reader.is_empty());
+        let preface: &[u8; PREFACE_LEN] = out.first_chunk().expect("preface");
+        assert_eq!(parse_preface(preface), Some(PROTOCOL_VERSION));
+        let frame = &out[PREFACE_LEN..];
+        let len = check_len(
+            frame[..LEN_PREFIX].try_into().expect("prefix"),
+            MAX_FRAME_LEN,
+        );
+        assert_eq!(len.expect("fits"), frame.len() - LEN_PREFIX);
+        assert_eq!(
+            decode::<Hello>(&frame[LEN_PREFIX..]).expect("hello"),
+            Hello::Send
+        );
     }
 }

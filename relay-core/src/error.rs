@@ -4,6 +4,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::codec::CodecError;
+use crate::ending::SessionEnd;
 use crate::protocol::ErrorCode;
 
 /// Result with [`Error`] as the default error.
@@ -11,6 +12,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in `relay-core`, phrased for the person reading it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The relay's address could not be resolved or connected to.
     #[error("cannot reach the relay at {addr}: {source}")]
@@ -42,12 +44,12 @@ pub enum Error {
         /// The deadline.
         after: Duration,
     },
-    /// An established tunnel session ended.
-    #[error("session with the relay lost: {0}")]
-    SessionLost(String),
-    /// The multiplexer failed.
-    #[error("multiplexer error: {0}")]
-    Mux(#[from] yamux::ConnectionError),
+    /// An established session (a tunnel, or an offer waiting for its receiver) ended.
+    #[error("{0}")]
+    SessionLost(SessionEnd),
+    /// A setting is out of range or contradicts another.
+    #[error("invalid setting: {0}")]
+    Config(String),
     /// A socket or file operation failed.
     #[error(transparent)]
     Io(#[from] io::Error),

@@ -12,6 +12,9 @@
 //! |---|---|
 //! | [`protocol`] | wire messages and protocol limits (pure data) |
 //! | [`codec`] | length-prefixed bincode frames; the only place bincode is named |
+//! | [`frame`] | framed connections: cancel-safe frame reads, hand-over to raw bytes |
+//! | [`liveness`] | heartbeat timing: when to ping, when a peer is gone, our own stalls |
+//! | [`ending`] | [`SessionEnd`]: why a session or offer ended |
 //! | [`mux`] | the yamux driver task and its handle; the only place yamux is named |
 //! | [`splice`] | the bidirectional byte pump with half-close |
 //! | [`net`] | address parsing, listeners, TCP options |
@@ -39,7 +42,10 @@
 
 pub mod client;
 pub mod codec;
+pub mod ending;
 pub mod error;
+pub mod frame;
+pub mod liveness;
 pub mod mux;
 pub mod net;
 pub mod protocol;
@@ -47,6 +53,7 @@ pub mod server;
 pub mod splice;
 
 pub use client::{IncomingVisitor, PublicAddr, TunnelConfig, TunnelListener, Visitor};
+pub use ending::SessionEnd;
 pub use error::{Error, Result};
 pub use mux::Substream as TunnelStream;
 pub use server::{RelayConfig, RelayServer};

@@ -11,6 +11,8 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -26,20 +28,65 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; CHUNK].into_boxed_slice());
 }
 
-/// Bytes moved by [`splice`] in each direction.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Transferred {
-    /// From the first argument to the second.
-    pub a_to_b: u64,
-    /// From the second argument to the first.
-    pub b_to_a: u64,
+/// Byte counters of a connection, updated as the bytes move (so a connection cut half-way
+/// still reports what it carried, and totals can be read while it runs). A meter may feed a
+/// parent too, for example a visitor's feeding its session's.
+#[derive(Debug, Default)]
+pub struct Meter {
+    a_to_b: AtomicU64,
+    b_to_a: AtomicU64,
+    parent: Option<Arc<Meter>>,
 }
 
-/// Copies `a` to `b` and `b` to `a` until both directions have reached end of stream.
+impl Meter {
+    /// A meter starting at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A meter whose counts also go to `parent`.
+    pub fn with_parent(parent: Arc<Meter>) -> Self {
+        Meter {
+            parent: Some(parent),
+            ..Self::default()
+        }
+    }
+
+    /// Bytes from the first argument of [`splice`] to the second.
+    pub fn a_to_b(&self) -> u64 {
+        self.a_to_b.load(Ordering::Relaxed)
+    }
+
+    /// Bytes from the second argument of [`splice`] to the first.
+    pub fn b_to_a(&self) -> u64 {
+        self.b_to_a.load(Ordering::Relaxed)
+    }
+
+    /// Counts bytes that moved outside [`splice`] (for example bytes read ahead with a
+    /// handshake and written on by hand).
+    pub fn record(&self, a_to_b: u64, b_to_a: u64) {
+        self.a_to_b.fetch_add(a_to_b, Ordering::Relaxed);
+        self.b_to_a.fetch_add(b_to_a, Ordering::Relaxed);
+        if let Some(parent) = &self.parent {
+            parent.record(a_to_b, b_to_a);
+        }
+    }
+
+    fn add(&self, forward: bool, n: u64) {
+        let counter = if forward { &self.a_to_b } else { &self.b_to_a };
+        counter.fetch_add(n, Ordering::Relaxed);
+        if let Some(parent) = &self.parent {
+            parent.add(forward, n);
+        }
+    }
+}
+
+/// Copies `a` to `b` and `b` to `a` until both directions have reached end of stream, counting
+/// every byte written into `meter`.
 ///
 /// On an error in either direction it returns at once; the caller decides how to close (reset)
-/// the two ends. Byte counts so far are in the error's absence only; errors carry no counts.
-pub async fn splice<A, B>(a: &mut A, b: &mut B) -> io::Result<Transferred>
+/// the two ends. The meter holds what moved until then.
+pub async fn splice<A, B>(a: &mut A, b: &mut B, meter: &Meter) -> io::Result<()>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -47,13 +94,10 @@ where
     let mut a_to_b = Direction::default();
     let mut b_to_a = Direction::default();
     poll_fn(|cx| {
-        let ab = a_to_b.poll(cx, &mut *a, &mut *b)?;
-        let ba = b_to_a.poll(cx, &mut *b, &mut *a)?;
+        let ab = a_to_b.poll(cx, &mut *a, &mut *b, |n| meter.add(true, n))?;
+        let ba = b_to_a.poll(cx, &mut *b, &mut *a, |n| meter.add(false, n))?;
         if ab.is_ready() && ba.is_ready() {
-            Poll::Ready(Ok(Transferred {
-                a_to_b: a_to_b.bytes,
-                b_to_a: b_to_a.bytes,
-            }))
+            Poll::Ready(Ok(()))
         } else {
             Poll::Pending
         }
@@ -61,16 +105,15 @@ where
     .await
 }
 
-/// Copies one direction until end of stream, then shuts the writer down. Used where the two
-/// directions live in different tasks.
-pub async fn copy_one_way<R, W>(reader: &mut R, writer: &mut W) -> io::Result<u64>
+/// Copies one direction until end of stream, then shuts the writer down; counts into `meter`
+/// as [`Meter::a_to_b`]. Used where the two directions live in different tasks.
+pub async fn copy_one_way<R, W>(reader: &mut R, writer: &mut W, meter: &Meter) -> io::Result<()>
 where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
     let mut dir = Direction::default();
-    poll_fn(|cx| dir.poll(cx, &mut *reader, &mut *writer)).await?;
-    Ok(dir.bytes)
+    poll_fn(|cx| dir.poll(cx, &mut *reader, &mut *writer, |n| meter.add(true, n))).await
 }
 
 #[derive(Debug, Default)]
@@ -81,7 +124,6 @@ struct Direction {
     read_eof: bool,
     done: bool,
     unflushed: bool,
-    bytes: u64,
 }
 
 enum Read {
@@ -91,7 +133,13 @@ enum Read {
 }
 
 impl Direction {
-    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<io::Result<()>>
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        count: impl Fn(u64),
+    ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin + ?Sized,
         W: AsyncWrite + Unpin + ?Sized,
@@ -100,13 +148,13 @@ impl Direction {
             return Poll::Ready(Ok(()));
         }
         for _ in 0..READS_PER_POLL {
-            ready!(self.drain_backlog(cx, w))?;
+            ready!(self.drain_backlog(cx, w, &count))?;
             if self.read_eof {
                 ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
-            match self.read_and_forward(cx, r, w)? {
+            match self.read_and_forward(cx, r, w, &count)? {
                 Read::Data => {}
                 Read::Eof => self.read_eof = true,
                 Read::Idle => {
@@ -124,7 +172,12 @@ impl Direction {
         Poll::Pending
     }
 
-    fn drain_backlog<W>(&mut self, cx: &mut Context<'_>, w: &mut W) -> Poll<io::Result<()>>
+    fn drain_backlog<W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut W,
+        count: &impl Fn(u64),
+    ) -> Poll<io::Result<()>>
     where
         W: AsyncWrite + Unpin + ?Sized,
     {
@@ -134,7 +187,7 @@ impl Direction {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.written += n;
-            self.bytes += n as u64;
+            count(n as u64);
             self.unflushed = true;
         }
         // Keep the allocation for the next burst; `poll` frees it once the reader is idle.
@@ -150,6 +203,7 @@ impl Direction {
         cx: &mut Context<'_>,
         r: &mut R,
         w: &mut W,
+        count: &impl Fn(u64),
     ) -> io::Result<Read>
     where
         R: AsyncRead + Unpin + ?Sized,
@@ -177,7 +231,9 @@ impl Direction {
                     Poll::Pending => break,
                 }
             }
-            self.bytes += off as u64;
+            if off > 0 {
+                count(off as u64);
+            }
             self.backlog.extend_from_slice(&data[off..]);
             Ok(Read::Data)
         })
@@ -193,7 +249,9 @@ mod tests {
     async fn half_close_lets_the_reply_through() {
         let (mut client, mut a) = duplex(1024);
         let (mut b, mut server) = duplex(1024);
-        let pump = tokio::spawn(async move { splice(&mut a, &mut b).await });
+        let meter = Arc::new(Meter::new());
+        let pumped = meter.clone();
+        let pump = tokio::spawn(async move { splice(&mut a, &mut b, &pumped).await });
 
         client.write_all(b"request").await.expect("write");
         client.shutdown().await.expect("half-close");
@@ -219,9 +277,25 @@ mod tests {
         respond.await.expect("responder");
         assert_eq!(back, expected);
 
-        let t = pump.await.expect("join").expect("splice ok");
-        assert_eq!(t.a_to_b, 7);
-        assert_eq!(t.b_to_a, 100_000);
+        pump.await.expect("join").expect("splice ok");
+        assert_eq!(meter.a_to_b(), 7);
+        assert_eq!(meter.b_to_a(), 100_000);
+    }
+
+    /// A connection cut half-way still reports the bytes it carried.
+    #[tokio::test]
+    async fn bytes_are_counted_as_they_move() {
+        let (mut client, mut a) = duplex(1024);
+        let (mut b, mut server) = duplex(1 << 20);
+        let meter = Arc::new(Meter::new());
+        let pumped = meter.clone();
+        let pump = tokio::spawn(async move { splice(&mut a, &mut b, &pumped).await });
+        client.write_all(&[1u8; 5000]).await.expect("write");
+        let mut got = vec![0u8; 5000];
+        server.read_exact(&mut got).await.expect("read");
+        assert_eq!(meter.a_to_b(), 5000, "counted before the connection ends");
+        pump.abort();
+        assert_eq!(meter.a_to_b(), 5000);
     }
 
     #[tokio::test]
@@ -229,7 +303,10 @@ mod tests {
         // A tiny duplex buffer forces partial writes and the backlog path.
         let (mut src, mut a) = duplex(CHUNK);
         let (mut b, mut dst) = duplex(7);
-        let pump = tokio::spawn(async move { copy_one_way(&mut a, &mut b).await });
+        let session = Arc::new(Meter::new());
+        let meter = Arc::new(Meter::with_parent(session.clone()));
+        let pumped = meter.clone();
+        let pump = tokio::spawn(async move { copy_one_way(&mut a, &mut b, &pumped).await });
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 251) as u8).collect();
         let expected = data.clone();
         let writer = tokio::spawn(async move {
@@ -239,7 +316,8 @@ mod tests {
         let mut got = Vec::new();
         dst.read_to_end(&mut got).await.expect("read");
         writer.await.expect("writer");
-        assert_eq!(pump.await.expect("join").expect("copy"), 300_000);
+        pump.await.expect("join").expect("copy");
+        assert_eq!((meter.a_to_b(), session.a_to_b()), (300_000, 300_000));
         assert_eq!(got, expected);
     }
 }

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use relay_core::codec;
+use relay_core::frame::FramedConn;
 use relay_core::mux::{self, Role};
-use relay_core::protocol::{ClientControl, Hello, PREFACE, Reply, Welcome};
-use relay_core::{Error, RelayConfig, TunnelConfig, TunnelListener};
+use relay_core::protocol::{ClientControl, Hello, PREFACE, PREFACE_LEN, Reply, Welcome};
+use relay_core::{Error, RelayConfig, SessionEnd, TunnelConfig, TunnelListener};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -21,27 +22,24 @@ async fn relay_drops_a_session_whose_client_stops_sending_heartbeats() {
     .await;
     // A client that completes the handshake and opens its control stream, then goes silent
     // while keeping the TCP connection open.
-    let mut sock = TcpStream::connect(relay.addr).await.expect("connect");
-    codec::write_preface_and_frame(
-        &mut sock,
-        &Hello::Tunnel {
-            preferred_port: None,
-        },
-    )
-    .await
-    .expect("hello");
-    let mut preface = [0u8; 8];
-    tokio::io::AsyncReadExt::read_exact(&mut sock, &mut preface)
-        .await
-        .expect("preface");
-    assert_eq!(preface, PREFACE);
-    let Reply::Welcome(Welcome { public_port, .. }) =
-        codec::read_frame(&mut sock, 4096).await.expect("welcome")
+    let sock = TcpStream::connect(relay.addr).await.expect("connect");
+    let mut conn = FramedConn::new(sock, 4096);
+    let hello = Hello::Tunnel {
+        preferred_port: None,
+    };
+    conn.write_preface_and_frame(&hello).await.expect("hello");
+    while conn.buffered().len() < PREFACE_LEN {
+        conn.fill().await.expect("preface");
+    }
+    assert_eq!(conn.buffered()[..PREFACE_LEN], PREFACE);
+    conn.consume(PREFACE_LEN);
+    let Reply::Welcome(Welcome { public_port, .. }) = conn.read_frame().await.expect("welcome")
     else {
         panic!("no welcome");
     };
     let keep = CancellationToken::new();
-    let silent = mux::start(sock, Role::Dialer, 16, keep.clone());
+    let (sock, early) = conn.into_parts();
+    let silent = mux::start(sock, &early, Role::Dialer, 16, keep.clone());
     tokio::spawn(silent.driver);
     let mut control = silent.handle.open().await.expect("control stream");
     codec::write_frame(&mut control, &ClientControl::Ping(0))
@@ -68,14 +66,13 @@ async fn client_notices_a_relay_that_stops_answering() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let fake = tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.expect("accept");
-        let _hello: Hello = {
-            let mut preface = [0u8; 8];
-            tokio::io::AsyncReadExt::read_exact(&mut sock, &mut preface)
-                .await
-                .expect("preface");
-            codec::read_frame(&mut sock, 4096).await.expect("hello")
-        };
+        let (sock, _) = listener.accept().await.expect("accept");
+        let mut conn = FramedConn::new(sock, 4096);
+        while conn.buffered().len() < PREFACE_LEN {
+            conn.fill().await.expect("preface");
+        }
+        conn.consume(PREFACE_LEN);
+        let _hello: Hello = conn.read_frame().await.expect("hello");
         let welcome = Reply::Welcome(Welcome {
             session_id: 1,
             public_port: 1,
@@ -83,11 +80,12 @@ async fn client_notices_a_relay_that_stops_answering() {
             max_visitors: 10,
             heartbeat_interval_ms: 100,
         });
-        codec::write_preface_and_frame(&mut sock, &welcome)
+        conn.write_preface_and_frame(&welcome)
             .await
             .expect("welcome");
         let token = CancellationToken::new();
-        let mut m = mux::start(sock, Role::Acceptor, 16, token.clone());
+        let (sock, early) = conn.into_parts();
+        let mut m = mux::start(sock, &early, Role::Acceptor, 16, token.clone());
         tokio::spawn(m.driver);
         let control = m.inbound.recv().await.expect("control stream");
         // Hold everything open, answer nothing.
@@ -103,7 +101,10 @@ async fn client_notices_a_relay_that_stops_answering() {
         .await
         .expect_err("session lost");
     match err {
-        Error::SessionLost(reason) => assert!(reason.contains("stopped answering"), "{reason}"),
+        Error::SessionLost(end) => assert!(
+            matches!(end, SessionEnd::PeerSilent { .. }),
+            "{end:?}: {end}"
+        ),
         other => panic!("unexpected: {other}"),
     }
     assert!(

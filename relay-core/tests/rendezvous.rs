@@ -59,7 +59,10 @@ async fn a_nameplate_serves_one_claim_and_unknown_ones_are_refused() {
 
     for (nameplate, code) in [
         (nameplate.as_str(), ErrorCode::UnknownNameplate),
-        ("0", ErrorCode::UnknownNameplate),
+        ("999999999999", ErrorCode::UnknownNameplate),
+        // Nameplates never start with 0 (the rule lives in protocol::nameplate).
+        ("0", ErrorCode::BadRequest),
+        ("1234567890123", ErrorCode::BadRequest),
         ("12-word", ErrorCode::BadRequest),
         ("", ErrorCode::BadRequest),
     ] {

@@ -316,7 +316,8 @@ async fn refused_visitors_are_closed_promptly_and_others_unaffected() {
             } else if let Ok(stream) = incoming.accept().await {
                 tokio::spawn(async move {
                     let (mut r, mut w) = tokio::io::split(stream);
-                    let _ = relay_core::splice::copy_one_way(&mut r, &mut w).await;
+                    let _ =
+                        relay_core::splice::copy_one_way(&mut r, &mut w, &Default::default()).await;
                 });
             }
         }

@@ -9,7 +9,7 @@ use relay_bin::local::LocalServer;
 use relay_bin::{RelayArgs, drain_visitors, fail, init_logging, shutdown_on_signal};
 use relay_core::IncomingVisitor;
 use relay_core::net::{join_host_port, reset_on_close, split_host_port, tune_data_socket};
-use relay_core::splice::splice;
+use relay_core::splice::{Meter, splice};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -106,11 +106,16 @@ async fn forward(incoming: IncomingVisitor, local: Arc<LocalServer>) {
         Err(e) => return info!(error = %e, "visitor left before it was accepted"),
     };
     info!("visitor connected");
-    match splice(&mut stream, &mut local_conn).await {
-        Ok(t) => info!(bytes_in = t.a_to_b, bytes_out = t.b_to_a, "visitor closed"),
+    let meter = Meter::new();
+    match splice(&mut stream, &mut local_conn, &meter).await {
+        Ok(()) => info!(
+            bytes_in = meter.a_to_b(),
+            bytes_out = meter.b_to_a(),
+            "visitor closed"
+        ),
         Err(e) => {
             reset_on_close(&local_conn);
-            info!(error = %e, "visitor reset");
+            info!(error = %e, bytes_in = meter.a_to_b(), bytes_out = meter.b_to_a(), "visitor reset");
         }
     }
 }

@@ -9,46 +9,56 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-pub use rendezvous::{Offer, claim, offer};
+pub use rendezvous::{Offer, PairedStream, claim, offer};
 pub use tunnel::{PublicAddr, TunnelConfig, TunnelListener};
 pub use visitor::{IncomingVisitor, Visitor};
 
-use crate::codec;
+use crate::codec::CodecError;
 use crate::error::{Error, Result};
+use crate::frame::FramedConn;
 use crate::net::{connect, tune_session_socket};
-use crate::protocol::{DEFAULT_MAX_FRAME_LEN, Hello, PROTOCOL_VERSION, Reply, parse_preface};
+use crate::protocol::{
+    DEFAULT_MAX_FRAME_LEN, Hello, PREFACE_LEN, PROTOCOL_VERSION, Reply, parse_preface,
+};
 
 /// Dials the relay, sends `hello`, and reads the relay's one reply, all within `deadline`
-/// (connecting has its own deadline on top). Error replies become [`Error::Rejected`].
+/// (connecting has its own deadline on top). Error replies become [`Error::Rejected`]. The
+/// connection comes back framed: bytes the relay sent after its reply are still buffered.
 pub(crate) async fn handshake(
     relay: &str,
     hello: &Hello,
     deadline: Duration,
-) -> Result<(TcpStream, Reply)> {
-    let mut sock = connect(relay).await?;
+) -> Result<(FramedConn<TcpStream>, Reply)> {
+    let sock = connect(relay).await?;
     tune_session_socket(&sock);
+    let mut conn = FramedConn::new(sock, DEFAULT_MAX_FRAME_LEN);
     let exchange = async {
-        codec::write_preface_and_frame(&mut sock, hello).await?;
-        let reply = read_reply(&mut sock).await?;
-        Ok::<_, Error>(reply)
+        conn.write_preface_and_frame(hello).await?;
+        read_reply(&mut conn).await
     };
     let reply = tokio::time::timeout(deadline, exchange)
         .await
         .map_err(|_| Error::timeout("handshake with the relay", deadline))??;
     match reply {
         Reply::Error { code, message } => Err(Error::Rejected { code, message }),
-        reply => Ok((sock, reply)),
+        reply => Ok((conn, reply)),
     }
 }
 
 /// Reads the relay's preface and one reply frame.
-pub(crate) async fn read_reply(sock: &mut TcpStream) -> Result<Reply> {
-    let preface = codec::read_preface(sock).await.map_err(|e| match e {
-        codec::CodecError::Closed | codec::CodecError::Truncated => Error::Protocol(
-            "the relay closed the connection during the handshake (is this a relay's control port?)".into(),
-        ),
-        e => Error::Codec(e),
-    })?;
+async fn read_reply(conn: &mut FramedConn<TcpStream>) -> Result<Reply> {
+    while conn.buffered().len() < PREFACE_LEN {
+        conn.fill().await.map_err(|e| match e {
+            CodecError::Closed | CodecError::Truncated => Error::Protocol(
+                "the relay closed the connection during the handshake (is this a relay's control port?)".into(),
+            ),
+            e => Error::Codec(e),
+        })?;
+    }
+    let preface = conn.buffered()[..PREFACE_LEN]
+        .try_into()
+        .map_err(|_| Error::Protocol("short preface".into()))?;
+    conn.consume(PREFACE_LEN);
     match parse_preface(&preface) {
         None => Err(Error::Protocol(
             "the server at that address is not a relay".into(),
@@ -59,7 +69,7 @@ pub(crate) async fn read_reply(sock: &mut TcpStream) -> Result<Reply> {
             let mismatch = format!(
                 "the relay speaks protocol version {v}, this client speaks {PROTOCOL_VERSION}"
             );
-            match codec::read_frame(sock, DEFAULT_MAX_FRAME_LEN).await {
+            match conn.read_frame().await {
                 Ok(Reply::Error { code, message }) => Err(Error::Rejected {
                     code,
                     message: format!("{message} ({mismatch})"),
@@ -67,6 +77,6 @@ pub(crate) async fn read_reply(sock: &mut TcpStream) -> Result<Reply> {
                 _ => Err(Error::Protocol(mismatch)),
             }
         }
-        Some(_) => Ok(codec::read_frame(sock, DEFAULT_MAX_FRAME_LEN).await?),
+        Some(_) => Ok(conn.read_frame().await?),
     }
 }

@@ -1,44 +1,60 @@
 //! Client side of the file-transfer rendezvous: make an offer, or claim one.
 //!
-//! What comes back is the raw TCP connection, now spliced by the relay to the peer. The relay
-//! can read everything on it, so callers encrypt end to end (the `filexfer` crate does).
+//! What comes back is the connection, now spliced by the relay to the peer. The relay can read
+//! everything on it, so callers encrypt end to end (the `filexfer` crate does).
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-use crate::codec::{self, LEN_PREFIX};
+use crate::codec::CodecError;
+use crate::ending::SessionEnd;
 use crate::error::{Error, Result};
-use crate::protocol::{
-    DEFAULT_MAX_FRAME_LEN, ErrorCode, HEARTBEAT_TOLERANCE, Hello, OfferEvent, Reply, SenderMessage,
-};
-
-/// Shortest heartbeat interval a sender accepts from a relay, whatever it announces.
-const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+use crate::frame::{FramedConn, Rewind};
+use crate::liveness::{Beat, Liveness};
+use crate::protocol::{Hello, OfferEvent, Reply, SenderMessage};
 
 /// A registered offer: the relay holds it under [`nameplate`](Offer::nameplate) until a
 /// receiver claims it.
 #[derive(Debug)]
 pub struct Offer {
-    sock: TcpStream,
+    conn: FramedConn<TcpStream>,
     nameplate: String,
     heartbeat: Duration,
 }
 
+/// A connection to the relay that now carries the peer's bytes, both ways.
+#[derive(Debug)]
+pub struct PairedStream(Rewind<TcpStream>);
+
+impl PairedStream {
+    /// The TCP connection to the relay underneath.
+    pub fn get_ref(&self) -> &TcpStream {
+        self.0.get_ref()
+    }
+
+    /// The TCP connection, and the peer's first bytes, which arrived with the pairing and
+    /// come before anything still to be read from the connection.
+    pub fn into_parts(self) -> (TcpStream, bytes::Bytes) {
+        self.0.into_parts()
+    }
+}
+
 /// Registers an offer with the relay at `relay` (`HOST:PORT` or `[V6]:PORT`).
 pub async fn offer(relay: &str, handshake_timeout: Duration) -> Result<Offer> {
-    let (sock, reply) = super::handshake(relay, &Hello::Send, handshake_timeout).await?;
+    let (conn, reply) = super::handshake(relay, &Hello::Send, handshake_timeout).await?;
     match reply {
         Reply::Offered {
             nameplate,
             heartbeat_interval_ms,
         } => Ok(Offer {
-            sock,
+            conn,
             nameplate,
-            heartbeat: Duration::from_millis(heartbeat_interval_ms.into()).max(MIN_HEARTBEAT),
+            heartbeat: Duration::from_millis(heartbeat_interval_ms.into()),
         }),
         other => Err(Error::Protocol(format!("expected an offer, got {other:?}"))),
     }
@@ -52,63 +68,112 @@ impl Offer {
 
     /// Keeps the offer alive with heartbeats until a receiver claims it, then returns the
     /// connection, which from then on carries the receiver's bytes. Drop the future to
-    /// withdraw the offer.
-    pub async fn wait_for_receiver(mut self) -> Result<TcpStream> {
-        let silence_limit = self.heartbeat * HEARTBEAT_TOLERANCE;
-        let frames = LengthDelimitedCodec::builder()
-            .length_field_length(LEN_PREFIX)
-            .max_frame_length(DEFAULT_MAX_FRAME_LEN)
-            .new_codec();
-        let (read, mut write) = self.sock.split();
-        let mut events = FramedRead::new(read, frames);
-        let mut ticks = tokio::time::interval(self.heartbeat);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_heard = Instant::now();
+    /// withdraw the offer. Fails with [`Error::SessionLost`] when the relay withdraws the offer
+    /// or the connection to it is lost.
+    pub async fn wait_for_receiver(mut self) -> Result<PairedStream> {
+        let mut liveness = Liveness::new(self.heartbeat);
         let mut seq = 0u64;
         loop {
-            tokio::select! {
-                _ = ticks.tick() => {
-                    if last_heard.elapsed() > silence_limit {
-                        return Err(Error::SessionLost(format!("the relay stopped answering for {silence_limit:?}")));
-                    }
-                    seq += 1;
-                    codec::write_frame(&mut write, &SenderMessage::Ping(seq)).await?;
-                }
-                frame = events.next() => {
-                    let body = match frame {
-                        Some(body) => body?,
-                        None => return Err(Error::SessionLost("the relay closed the connection".into())),
-                    };
-                    match codec::decode::<OfferEvent>(&body)? {
-                        OfferEvent::Pong(_) => last_heard = Instant::now(),
-                        OfferEvent::Closed { reason } => return Err(Error::Rejected { code: ErrorCode::ShuttingDown, message: reason }),
-                        OfferEvent::Paired => break,
+            let event = tokio::select! {
+                beat = liveness.beat() => {
+                    match beat {
+                        Beat::Ping => {
+                            seq += 1;
+                            let sent = self.conn.write_frame(&SenderMessage::Ping(seq)).await;
+                            sent.map_err(|e| lost(e, &liveness))?;
+                            continue;
+                        }
+                        Beat::Gone { silent_for } => {
+                            return Err(Error::SessionLost(SessionEnd::PeerSilent { silent_for }));
+                        }
                     }
                 }
+                event = self.conn.read_frame::<OfferEvent>() => event.map_err(|e| lost(e, &liveness))?,
+            };
+            liveness.heard();
+            match event {
+                OfferEvent::Pong(_) => {}
+                OfferEvent::Closed { reason } => {
+                    return Err(Error::SessionLost(SessionEnd::Withdrawn(reason)));
+                }
+                OfferEvent::Paired => break,
             }
         }
-        // The relay sends nothing after `Paired` until it has our acknowledgement, so the
-        // frame reader cannot hold any of the peer's bytes.
-        if !events.read_buffer().is_empty() {
-            return Err(Error::Protocol("unexpected bytes after the pairing".into()));
-        }
-        drop(events);
-        codec::write_frame(&mut write, &SenderMessage::PairedAck).await?;
-        Ok(self.sock)
+        self.conn.write_frame(&SenderMessage::PairedAck).await?;
+        Ok(PairedStream(self.conn.into()))
     }
+}
+
+/// The ending for a control connection that failed: if this process had stopped running in the
+/// meantime, that is the better explanation.
+fn lost(e: CodecError, liveness: &Liveness) -> Error {
+    let end = match (liveness.stalled(), e) {
+        (Some(stalled), CodecError::Closed | CodecError::Io(_)) => {
+            SessionEnd::Suspended { stalled }
+        }
+        (None, CodecError::Closed) => SessionEnd::PeerClosed,
+        (None, CodecError::Io(e)) => SessionEnd::ConnectionLost(e.to_string()),
+        (_, e) => SessionEnd::Protocol(e.to_string()),
+    };
+    Error::SessionLost(end)
 }
 
 /// Claims the offer registered under `nameplate` on the relay at `relay`; returns the
 /// connection, which from then on carries the sender's bytes.
-pub async fn claim(relay: &str, nameplate: &str, handshake_timeout: Duration) -> Result<TcpStream> {
+pub async fn claim(
+    relay: &str,
+    nameplate: &str,
+    handshake_timeout: Duration,
+) -> Result<PairedStream> {
     let hello = Hello::Receive {
         nameplate: nameplate.to_string(),
     };
-    let (sock, reply) = super::handshake(relay, &hello, handshake_timeout).await?;
+    let (conn, reply) = super::handshake(relay, &hello, handshake_timeout).await?;
     match reply {
-        Reply::Paired => Ok(sock),
+        // Bytes the sender sent right after the pairing may have been read with the reply.
+        Reply::Paired => Ok(PairedStream(conn.into())),
         other => Err(Error::Protocol(format!(
             "expected a pairing, got {other:?}"
         ))),
+    }
+}
+
+impl AsyncRead for PairedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PairedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

@@ -1,35 +1,32 @@
 //! [`TunnelListener`]: a public address on a relay that behaves like a `TcpListener`.
 
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{Instrument, debug, info_span};
 
 use super::visitor::{IncomingVisitor, Visitor};
-use crate::codec::{self, CodecError};
+use crate::codec::CodecError;
+use crate::ending::SessionEnd;
 use crate::error::{Error, Result};
+use crate::frame::FramedConn;
+use crate::liveness::{Beat, Liveness};
 use crate::mux::{self, Mux, Role, Substream};
 use crate::net::{join_host_port, split_host_port};
 use crate::protocol::{
-    ClientControl, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_LEN, HEARTBEAT_TOLERANCE, Hello,
-    RelayControl, Reply, VisitorHeader,
+    ClientControl, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_LEN, Hello, RelayControl, Reply,
+    VisitorHeader,
 };
 
 /// How long a lost session waits for the relay's last control frame, to report its reason.
 const LAST_WORD: Duration = Duration::from_millis(100);
-const RELAY_SHUT_DOWN: &str = "the relay shut down";
 /// Longest a client keeps a shutting-down relay's connection for visitors still inside.
 const MAX_RELAY_DRAIN: Duration = Duration::from_secs(60);
-
-/// Shortest heartbeat interval a client accepts from a relay, whatever it announces.
-const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 
 /// Settings of a tunnel client. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -102,7 +99,7 @@ pub struct TunnelListener {
     max_visitors: u32,
     incoming: tokio::sync::Mutex<Incoming>,
     /// Why the session ended, once it has.
-    ended: watch::Receiver<Option<String>>,
+    ended: watch::Receiver<Option<SessionEnd>>,
     _session: DropGuard,
 }
 
@@ -133,7 +130,7 @@ impl TunnelListener {
         let hello = Hello::Tunnel {
             preferred_port: config.preferred_port,
         };
-        let (sock, reply) = super::handshake(relay, &hello, config.handshake_timeout).await?;
+        let (conn, reply) = super::handshake(relay, &hello, config.handshake_timeout).await?;
         let Reply::Welcome(welcome) = reply else {
             return Err(Error::Protocol(format!(
                 "expected a welcome, got {reply:?}"
@@ -145,26 +142,34 @@ impl TunnelListener {
         };
 
         let session = CancellationToken::new();
+        // The relay may open visitors' substreams right after its welcome: bytes read with the
+        // welcome already belong to yamux.
+        let (sock, early) = conn.into_parts();
         let Mux {
             handle,
             inbound,
             driver,
-        } = mux::start(sock, Role::Dialer, config.accept_backlog, session.clone());
+        } = mux::start(
+            sock,
+            &early,
+            Role::Dialer,
+            config.accept_backlog,
+            session.clone(),
+        );
         let span =
             info_span!("session", session.id = welcome.session_id, public.addr = %public_addr);
         let driver = tokio::spawn(driver.instrument(span.clone()));
 
         // The control stream goes first; its first ping also announces it to the relay.
-        let mut control = handle.open().await?;
-        codec::write_frame(&mut control, &ClientControl::Ping(0)).await?;
+        let mut control = FramedConn::new(handle.open().await?, DEFAULT_MAX_FRAME_LEN);
+        control.write_frame(&ClientControl::Ping(0)).await?;
 
         let (ended_tx, ended) = watch::channel(None);
-        let heartbeat =
-            Duration::from_millis(welcome.heartbeat_interval_ms.into()).max(MIN_HEARTBEAT);
+        let heartbeat = Duration::from_millis(welcome.heartbeat_interval_ms.into());
         let task = Session {
             driver,
             control,
-            heartbeat,
+            liveness: Liveness::new(heartbeat),
             ended: ended_tx,
             cancel: session.clone(),
         };
@@ -245,23 +250,22 @@ impl TunnelListener {
         let mut ended = self.ended.clone();
         let _ = tokio::time::timeout(LAST_WORD * 5, ended_signal(&mut ended)).await;
         let reason = ended.borrow().clone();
-        Error::SessionLost(reason.unwrap_or_else(|| "session ended".into()))
+        Error::SessionLost(reason.unwrap_or(SessionEnd::PeerClosed))
     }
 }
 
 /// Resolves once the session has recorded why it ended. (A helper, so the watch's read guard
 /// never lives across an await.)
-async fn ended_signal(ended: &mut watch::Receiver<Option<String>>) {
+async fn ended_signal(ended: &mut watch::Receiver<Option<SessionEnd>>) {
     let _ = ended.wait_for(Option::is_some).await;
 }
 
 /// Reads a new substream's visitor header; `None` (after logging why) when it has none.
-async fn read_header(mut stream: Substream, timeout: Duration) -> Option<IncomingVisitor> {
-    let header = tokio::time::timeout(
-        timeout,
-        codec::read_frame::<_, VisitorHeader>(&mut stream, DEFAULT_MAX_FRAME_LEN),
-    )
-    .await;
+async fn read_header(stream: Substream, timeout: Duration) -> Option<IncomingVisitor> {
+    // Exact reads: the visitor's first bytes follow the header in the same stream.
+    let mut conn = FramedConn::exact(stream, DEFAULT_MAX_FRAME_LEN);
+    let header = tokio::time::timeout(timeout, conn.read_frame::<VisitorHeader>()).await;
+    let (stream, _) = conn.into_parts();
     match header {
         Ok(Ok(h)) => Some(IncomingVisitor {
             stream,
@@ -284,9 +288,9 @@ async fn read_header(mut stream: Substream, timeout: Duration) -> Option<Incomin
 /// The background task of a tunnel session.
 struct Session {
     driver: tokio::task::JoinHandle<std::result::Result<(), yamux::ConnectionError>>,
-    control: Substream,
-    heartbeat: Duration,
-    ended: watch::Sender<Option<String>>,
+    control: FramedConn<Substream>,
+    liveness: Liveness,
+    ended: watch::Sender<Option<SessionEnd>>,
     cancel: CancellationToken,
 }
 
@@ -294,34 +298,43 @@ impl Session {
     async fn run(self) {
         let Session {
             mut driver,
-            control,
-            heartbeat,
+            mut control,
+            mut liveness,
             ended,
             cancel,
         } = self;
-        let control = heartbeats(control, heartbeat);
-        tokio::pin!(control);
-        let reason = tokio::select! {
-            r = &mut driver => {
-                let cut = match r {
-                    Ok(Ok(())) => "the relay closed the connection".to_string(),
-                    Ok(Err(e)) => format!("connection to the relay failed: {e}"),
-                    Err(e) => format!("connection task failed: {e}"),
-                };
-                // A relay that shuts down says so on the control stream just before closing;
-                // that frame is already buffered and gives the better reason.
-                match tokio::time::timeout(LAST_WORD, &mut control).await {
-                    Ok(r) if r.starts_with(RELAY_SHUT_DOWN) => r,
+        let first = tokio::select! {
+            r = &mut driver => Err(match r {
+                Ok(Ok(())) => SessionEnd::PeerClosed,
+                Ok(Err(e)) => SessionEnd::ConnectionLost(e.to_string()),
+                Err(e) => SessionEnd::ConnectionLost(format!("connection task failed: {e}")),
+            }),
+            end = heartbeats(&mut control, &mut liveness) => Ok(end),
+            () = cancel.cancelled() => Ok(SessionEnd::Closed),
+        };
+        let end = match first {
+            Ok(end) => end,
+            // A relay that shuts down says so on the control stream just before closing; that
+            // frame is already buffered and gives the better reason.
+            Err(cut) => {
+                let last = tokio::time::timeout(LAST_WORD, heartbeats(&mut control, &mut liveness));
+                match last.await {
+                    Ok(end @ SessionEnd::RelayShutdown(_)) => end,
                     _ => cut,
                 }
             }
-            r = &mut control => r,
-            () = cancel.cancelled() => "tunnel listener dropped".to_string(),
         };
-        debug!(%reason, "session ended");
-        let draining = reason.starts_with(RELAY_SHUT_DOWN) && !driver.is_finished();
+        // A relay that gave up on this process while it was stopped: that is what happened.
+        let end = match (&end, liveness.stalled()) {
+            (SessionEnd::PeerClosed | SessionEnd::ConnectionLost(_), Some(stalled)) => {
+                SessionEnd::Suspended { stalled }
+            }
+            _ => end,
+        };
+        debug!(reason = end.label(), detail = %end, "session ended");
+        let draining = end.is_relay_shutdown() && !driver.is_finished();
         // `accept` reports this from now on.
-        ended.send_replace(Some(reason));
+        ended.send_replace(Some(end));
         if draining {
             // The relay lets visitors already inside finish before it closes the connection;
             // keep their streams going until then (or until the listener is dropped).
@@ -335,45 +348,30 @@ impl Session {
     }
 }
 
-/// Sends a ping every interval and watches for the relay's pongs; returns why the session ended.
-async fn heartbeats(control: Substream, interval: Duration) -> String {
-    let silence_limit = interval * HEARTBEAT_TOLERANCE;
-    let last_heard = Mutex::new(Instant::now());
-    let (mut read, mut write) = tokio::io::split(control);
-    let listen = async {
-        loop {
-            match codec::read_frame::<_, RelayControl>(&mut read, DEFAULT_MAX_FRAME_LEN).await {
-                Ok(RelayControl::Pong(_)) => {
-                    *last_heard.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+/// Sends a ping every interval and watches for the relay's pongs; returns why the session
+/// ended. Cancel-safe between frames.
+async fn heartbeats(control: &mut FramedConn<Substream>, liveness: &mut Liveness) -> SessionEnd {
+    let mut seq = 0u64;
+    loop {
+        let frame = tokio::select! {
+            beat = liveness.beat() => match beat {
+                Beat::Ping => {
+                    seq += 1;
+                    match control.write_frame(&ClientControl::Ping(seq)).await {
+                        Ok(()) => continue,
+                        Err(e) => Err(e),
+                    }
                 }
-                Ok(RelayControl::Shutdown { reason }) => {
-                    return format!("{RELAY_SHUT_DOWN} ({reason})");
-                }
-                Err(CodecError::Closed) => {
-                    return "the relay closed the control stream".to_string();
-                }
-                Err(e) => return format!("control stream failed: {e}"),
-            }
+                Beat::Gone { silent_for } => return SessionEnd::PeerSilent { silent_for },
+            },
+            frame = control.read_frame::<RelayControl>() => frame,
+        };
+        match frame {
+            Ok(RelayControl::Pong(_)) => liveness.heard(),
+            Ok(RelayControl::Shutdown { reason }) => return SessionEnd::RelayShutdown(reason),
+            Err(CodecError::Closed) => return SessionEnd::PeerClosed,
+            Err(CodecError::Io(e)) => return SessionEnd::ConnectionLost(e.to_string()),
+            Err(e) => return SessionEnd::Protocol(format!("control stream: {e}")),
         }
-    };
-    let ping = async {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
-        for seq in 1.. {
-            ticks.tick().await;
-            let heard = *last_heard.lock().unwrap_or_else(PoisonError::into_inner);
-            if heard.elapsed() > silence_limit {
-                return format!("the relay stopped answering heartbeats for {silence_limit:?}");
-            }
-            if let Err(e) = codec::write_frame(&mut write, &ClientControl::Ping(seq)).await {
-                return format!("control stream failed: {e}");
-            }
-        }
-        unreachable!("ping sequence exhausted")
-    };
-    tokio::select! {
-        r = listen => r,
-        r = ping => r,
     }
 }

@@ -122,8 +122,15 @@ impl std::fmt::Debug for Mux {
     }
 }
 
-/// Starts yamux on `io`. Nothing happens until `driver` is polled (spawn it).
-pub fn start<T>(io: T, role: Role, inbound_backlog: usize, shutdown: CancellationToken) -> Mux
+/// Starts yamux on `io`, whose first bytes (read with the handshake) are `early`. Nothing
+/// happens until `driver` is polled (spawn it).
+pub fn start<T>(
+    io: T,
+    early: &[u8],
+    role: Role,
+    inbound_backlog: usize,
+    shutdown: CancellationToken,
+) -> Mux
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -132,7 +139,7 @@ where
         Role::Acceptor => Mode::Server,
     };
     let lost = Arc::new(AtomicBool::new(false));
-    let io = SessionIo::new(io, lost.clone());
+    let io = SessionIo::new(io, lost.clone(), early);
     let conn = Connection::new(io.compat(), yamux_config(), mode);
     let (open_tx, open_rx) = mpsc::channel(64);
     let (inbound_tx, inbound_rx) = mpsc::channel(inbound_backlog.max(1));

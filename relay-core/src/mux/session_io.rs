@@ -42,13 +42,17 @@ pub(super) struct SessionIo<T> {
 }
 
 impl<T> SessionIo<T> {
-    pub(super) fn new(inner: T, lost: Arc<AtomicBool>) -> Self {
+    /// `early` holds bytes of the session already read from `inner` (during the handshake);
+    /// yamux reads them first.
+    pub(super) fn new(inner: T, lost: Arc<AtomicBool>, early: &[u8]) -> Self {
+        let mut read_buf = vec![0; READ_BUFFER.max(early.len())].into_boxed_slice();
+        read_buf[..early.len()].copy_from_slice(early);
         SessionIo {
             inner,
             lost,
-            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            read_buf,
             read_pos: 0,
-            read_len: 0,
+            read_len: early.len(),
             gathered: Vec::new(),
             gathered_pos: 0,
             deferred: false,
@@ -194,7 +198,7 @@ mod tests {
         // Large enough for everything: the reader only starts at the end.
         let (a, mut b) = duplex(8 << 20);
         let lost = Arc::new(AtomicBool::new(false));
-        let mut io = SessionIo::new(a, lost.clone());
+        let mut io = SessionIo::new(a, lost.clone(), &[]);
         let mut expected = Vec::new();
         for i in 0..200usize {
             let chunk: Vec<u8> = (0..(i * 97) % 20_000).map(|j| (i + j) as u8).collect();
@@ -232,7 +236,7 @@ mod tests {
             b.read_to_end(&mut got).await.expect("read");
             got
         });
-        let mut io = SessionIo::new(a, lost.clone());
+        let mut io = SessionIo::new(a, lost.clone(), &[]);
         for chunk in &chunks {
             io.write_all(chunk).await.expect("write");
         }
@@ -253,9 +257,10 @@ mod tests {
     async fn reads_are_buffered_and_eof_marks_the_session_lost() {
         let (a, mut b) = duplex(1 << 20);
         let lost = Arc::new(AtomicBool::new(false));
-        let mut io = SessionIo::new(a, lost.clone());
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        b.write_all(&data).await.expect("write");
+        // The first bytes were read during the handshake; they come first all the same.
+        let mut io = SessionIo::new(a, lost.clone(), &data[..100]);
+        b.write_all(&data[100..]).await.expect("write");
         drop(b);
         let mut got = Vec::new();
         let mut small = [0u8; 12];

@@ -6,6 +6,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::codec::{self, CodecError};
+use crate::frame::FramedConn;
 use crate::protocol::{
     ErrorCode, Hello, MAGIC, PREFACE_LEN, PROTOCOL_VERSION, Reply, parse_preface,
 };
@@ -43,40 +44,27 @@ const HTTP_METHODS: [&[u8]; 9] = [
 
 /// Reads the client's preface and hello. A connection whose first bytes are not our magic is
 /// turned away as soon as the first wrong byte arrives, so short junk (`GET /` and a newline)
-/// does not sit until the handshake deadline.
-pub(crate) async fn read_hello(
-    sock: &mut TcpStream,
-    max_frame_len: usize,
-) -> Result<Hello, Rejection> {
-    let mut preface = [0u8; PREFACE_LEN];
-    let mut got = 0;
-    while got < PREFACE_LEN {
-        let n = sock
-            .read(&mut preface[got..])
-            .await
-            .map_err(|e| Rejection::Frame(CodecError::Io(e)))?;
-        if n == 0 {
-            return Err(Rejection::Frame(if got == 0 {
-                CodecError::Closed
-            } else {
-                CodecError::Truncated
-            }));
-        }
-        got += n;
-        let magic_part = got.min(MAGIC.len());
-        if preface[..magic_part] != MAGIC[..magic_part] {
-            let head = &preface[..got];
+/// does not sit until the handshake deadline. Cancel-safe.
+pub(crate) async fn read_hello(conn: &mut FramedConn<TcpStream>) -> Result<Hello, Rejection> {
+    while conn.buffered().len() < PREFACE_LEN {
+        let head = conn.fill().await.map_err(Rejection::Frame)?;
+        let magic_part = head.len().min(MAGIC.len());
+        if head[..magic_part] != MAGIC[..magic_part] {
             return Err(Rejection::NotRelay {
-                looks_like_http: HTTP_METHODS
-                    .iter()
-                    .any(|m| head.starts_with(&m[..m.len().min(head.len())]) && head.len() >= 3),
+                looks_like_http: head.len() >= 3
+                    && HTTP_METHODS
+                        .iter()
+                        .any(|m| head.starts_with(&m[..m.len().min(head.len())])),
             });
         }
     }
-    match parse_preface(&preface) {
-        Some(v) if v == PROTOCOL_VERSION => codec::read_frame(sock, max_frame_len)
-            .await
-            .map_err(Rejection::Frame),
+    let preface = conn.buffered()[..PREFACE_LEN]
+        .try_into()
+        .map_err(|_| Rejection::Frame(CodecError::Truncated))?;
+    let version = parse_preface(&preface);
+    conn.consume(PREFACE_LEN);
+    match version {
+        Some(v) if v == PROTOCOL_VERSION => conn.read_frame().await.map_err(Rejection::Frame),
         Some(v) => Err(Rejection::Version(v)),
         None => Err(Rejection::NotRelay {
             looks_like_http: false,

@@ -15,6 +15,7 @@
 mod config;
 mod handshake;
 mod ports;
+mod refusals;
 mod rendezvous;
 mod session;
 mod visitor;
@@ -35,10 +36,12 @@ use tracing::{Instrument, debug, info, info_span, warn};
 pub use config::*;
 
 use crate::error::{Error, Result};
+use crate::frame::FramedConn;
 use crate::net::tune_session_socket;
-use crate::protocol::Hello;
-use handshake::{Rejection, answer_rejection, read_hello};
+use crate::protocol::{ErrorCode, Hello};
+use handshake::{Rejection, answer_rejection, read_hello, refuse};
 use ports::PortPool;
+use refusals::{REFUSAL_WINDOW, Refusal, Refusals};
 use rendezvous::Offers;
 
 /// After the drain deadline, how long cut connections get to send their resets.
@@ -46,6 +49,10 @@ const HARD_STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Pause after a failed `accept` (typically out of file descriptors) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Connections being told "busy" at once, beyond the handshake cap; past this they are closed
+/// unanswered, so answering a flood costs a bounded number of tasks.
+const MAX_BUSY_ANSWERS: usize = 256;
 
 /// A relay bound to its control port, ready to [`run`](RelayServer::run).
 #[derive(Debug)]
@@ -63,6 +70,7 @@ struct Shared {
     sessions: Arc<Semaphore>,
     transfers: Arc<Semaphore>,
     offers: Offers,
+    refusals: Refusals,
     next_id: AtomicU64,
     tasks: TaskTracker,
     /// Cancelled when the drain deadline has passed: whatever still runs is cut (reset).
@@ -80,15 +88,14 @@ impl RelayServer {
     /// as the control listener (all interfaces if it listens on all).
     pub fn new(listener: TcpListener, config: RelayConfig) -> Result<Self> {
         let local = listener.local_addr()?;
-        let (config, port_range) = config
-            .validate(local.port())
-            .map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let (config, port_range) = config.validate(local.port()).map_err(Error::Config)?;
         let ports = PortPool::new(local.ip(), port_range);
         let shared = Shared {
             ports,
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
             transfers: Arc::new(Semaphore::new(config.max_transfers)),
             offers: Offers::new(),
+            refusals: Refusals::default(),
             next_id: AtomicU64::new(1),
             tasks: TaskTracker::new(),
             hard_stop: CancellationToken::new(),
@@ -128,10 +135,16 @@ impl RelayServer {
     /// the configured drain timeout; whatever still runs after that is reset.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let handshakes = Arc::new(Semaphore::new(self.shared.config.max_handshakes));
+        let busy_answers = Arc::new(Semaphore::new(MAX_BUSY_ANSWERS));
+        let mut summaries = tokio::time::interval(REFUSAL_WINDOW);
         let mut next_worker = 0;
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => break,
+                _ = summaries.tick() => {
+                    self.shared.refusals.summarize();
+                    continue;
+                }
                 accepted = self.listener.accept() => accepted,
             };
             let (sock, peer) = match accepted {
@@ -143,7 +156,7 @@ impl RelayServer {
                 }
             };
             let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                debug!(client.addr = %peer, "too many connections in handshake; closing");
+                self.answer_busy(sock, peer, &busy_answers);
                 continue;
             };
             let shared = self.shared.clone();
@@ -172,6 +185,7 @@ impl RelayServer {
             self.shared.tasks.spawn_on(conn.instrument(span), worker);
         }
         drop(self.listener);
+        self.shared.refusals.summarize();
         let tasks = &self.shared.tasks;
         tasks.close();
         info!(
@@ -193,8 +207,32 @@ impl RelayServer {
     }
 }
 
+impl RelayServer {
+    /// Tells a connection beyond the handshake cap that the relay is busy, so its client can
+    /// say so instead of guessing at a closed connection.
+    fn answer_busy(&self, sock: TcpStream, peer: SocketAddr, answers: &Arc<Semaphore>) {
+        let limit = self.shared.config.max_handshakes;
+        if self.shared.refusals.note(Refusal::HandshakeCap) {
+            warn!(client.addr = %peer, limit, "too many connections in their handshake; answering busy");
+        }
+        let Ok(answering) = answers.clone().try_acquire_owned() else {
+            return;
+        };
+        let timeout = self.shared.config.handshake_timeout;
+        self.shared.tasks.spawn(async move {
+            let _answering = answering;
+            let mut sock = sock;
+            let message = format!(
+                "the relay is busy ({limit} connections in their handshake); try again shortly"
+            );
+            let _ =
+                tokio::time::timeout(timeout, refuse(&mut sock, ErrorCode::Busy, message)).await;
+        });
+    }
+}
+
 async fn handle_connection(
-    mut sock: TcpStream,
+    sock: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     handshake_permit: tokio::sync::OwnedSemaphorePermit,
@@ -202,9 +240,10 @@ async fn handle_connection(
 ) {
     tune_session_socket(&sock);
     let config = &shared.config;
+    let mut conn = FramedConn::new(sock, config.max_frame_len);
     let hello = tokio::select! {
         () = shutdown.cancelled() => return,
-        hello = tokio::time::timeout(config.handshake_timeout, read_hello(&mut sock, config.max_frame_len)) => hello,
+        hello = tokio::time::timeout(config.handshake_timeout, read_hello(&mut conn)) => hello,
     };
     let hello = match hello {
         Err(_) => {
@@ -215,7 +254,7 @@ async fn handle_connection(
             log_rejection(&rejection);
             let _ = tokio::time::timeout(
                 config.handshake_timeout,
-                answer_rejection(&mut sock, &rejection),
+                answer_rejection(conn.get_mut(), &rejection),
             )
             .await;
             return;
@@ -225,10 +264,10 @@ async fn handle_connection(
     drop(handshake_permit);
     match hello {
         Hello::Tunnel { preferred_port } => {
-            session::run(sock, peer, preferred_port, shared, shutdown).await
+            session::run(conn, peer, preferred_port, shared, shutdown).await
         }
-        Hello::Send => rendezvous::offer(sock, shared, shutdown).await,
-        Hello::Receive { nameplate } => rendezvous::claim(sock, peer.ip(), nameplate, shared).await,
+        Hello::Send => rendezvous::offer(conn, shared, shutdown).await,
+        Hello::Receive { nameplate } => rendezvous::claim(conn, peer.ip(), nameplate, shared).await,
     }
 }
 

@@ -11,22 +11,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Shared;
 use super::handshake::refuse;
-use crate::codec;
+use super::refusals::Refusal;
+use crate::codec::CodecError;
+use crate::ending::{Peer, SessionEnd};
+use crate::frame::FramedConn;
+use crate::liveness::{Beat, Liveness};
 use crate::net::reset_on_close;
-use crate::protocol::{
-    ErrorCode, HEARTBEAT_TOLERANCE, OfferEvent, Reply, SenderMessage, nameplate,
-};
-use crate::splice::splice;
+use crate::protocol::{ErrorCode, OfferEvent, Reply, SenderMessage, nameplate};
+use crate::splice::{Meter, splice};
+
+/// A receiver's connection on its way to the offer it claimed, with the bytes it sent after its
+/// hello. A std socket, so the offer's worker thread can adopt it.
+type Claimant = (std::net::TcpStream, Bytes);
 
 /// Claims one address may make per [`CLAIM_WINDOW`]. Nameplates are short, so without a limit a
 /// client could claim numbers in a loop and spoil other people's offers (it would still learn
@@ -39,7 +44,7 @@ const MAX_TRACKED_CLAIMERS: usize = 65_536;
 /// Offers waiting for their receiver, by nameplate.
 #[derive(Debug, Default)]
 pub(super) struct Offers {
-    waiting: Mutex<HashMap<String, (u64, oneshot::Sender<std::net::TcpStream>)>>,
+    waiting: Mutex<HashMap<String, (u64, oneshot::Sender<Claimant>)>>,
     next: AtomicU64,
     claimers: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
@@ -50,7 +55,7 @@ impl Offers {
     }
 
     /// Registers an offer under a fresh random nameplate drawn from `1..=space`.
-    fn register(&self, space: u64, claim: oneshot::Sender<std::net::TcpStream>) -> (String, u64) {
+    fn register(&self, space: u64, claim: oneshot::Sender<Claimant>) -> (String, u64) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         // The space is at least ten times the offer limit, so a free number turns up fast.
@@ -66,7 +71,7 @@ impl Offers {
     }
 
     /// Takes the offer out of the registry: a nameplate serves one pairing attempt only.
-    fn take(&self, nameplate: &str) -> Option<oneshot::Sender<std::net::TcpStream>> {
+    fn take(&self, nameplate: &str) -> Option<oneshot::Sender<Claimant>> {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         waiting.remove(nameplate).map(|(_, tx)| tx)
     }
@@ -116,18 +121,24 @@ impl Drop for Withdraw<'_> {
 }
 
 /// Serves a sender: registers the offer, keeps it alive, and runs the transfer once claimed.
-pub(super) async fn offer(mut sender: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub(super) async fn offer(
+    mut sender: FramedConn<TcpStream>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
     let config = &shared.config;
     let Ok(_permit) = shared.transfers.clone().try_acquire_owned() else {
-        warn!(
-            limit = config.max_transfers,
-            "transfer limit reached; refusing offer"
-        );
+        if shared.refusals.note(Refusal::TransferCap) {
+            warn!(
+                limit = config.max_transfers,
+                "transfer limit reached; refusing offer"
+            );
+        }
         let msg = format!(
             "relay is full ({} transfers); try again later",
             config.max_transfers
         );
-        refuse(&mut sender, ErrorCode::Busy, msg).await;
+        refuse(sender.get_mut(), ErrorCode::Busy, msg).await;
         return;
     };
     let space = (config.max_transfers as u64)
@@ -144,203 +155,222 @@ pub(super) async fn offer(mut sender: TcpStream, shared: Arc<Shared>, shutdown: 
         nameplate: nameplate.clone(),
         heartbeat_interval_ms: config.heartbeat_interval_ms(),
     };
-    if codec::write_preface_and_frame(&mut sender, &offered)
-        .await
-        .is_err()
-    {
+    if sender.write_preface_and_frame(&offered).await.is_err() {
         return;
     }
     let span = info_span!("offer", nameplate = %nameplate);
     async {
         info!("offer registered");
         let mut claim_rx = claim_rx;
-        let outcome = wait_and_transfer(&mut sender, &mut claim_rx, &shared, &shutdown).await;
+        let meter = Meter::new();
+        let outcome = transfer(sender, &mut claim_rx, &shared, &shutdown, &meter).await;
         // A receiver may have been handed over just as the offer ended: answer it too.
         claim_rx.close();
-        if let Ok(Ok(mut receiver)) = claim_rx.try_recv().map(TcpStream::from_std) {
-            refuse(
-                &mut receiver,
-                ErrorCode::PeerGone,
-                "the sender went away".into(),
-            )
-            .await;
+        if let Ok((receiver, _)) = claim_rx.try_recv() {
+            if let Ok(mut receiver) = TcpStream::from_std(receiver) {
+                let msg = "the sender went away".to_string();
+                refuse(&mut receiver, ErrorCode::PeerGone, msg).await;
+            }
         }
+        let (up, down) = (meter.a_to_b(), meter.b_to_a());
         match outcome {
-            Ok((up, down)) => info!(
+            Ok(()) => info!(
                 sender_to_receiver = up,
                 receiver_to_sender = down,
                 "transfer finished"
             ),
-            Err(reason) => info!(%reason, "offer ended"),
+            Err(Ended::Waiting(end)) => {
+                info!(reason = end.label(), detail = %end.seen_by(Peer::Sender), "offer ended")
+            }
+            Err(Ended::Transfer(why)) => info!(
+                reason = %why,
+                sender_to_receiver = up,
+                receiver_to_sender = down,
+                "transfer broke off"
+            ),
         }
     }
     .instrument(span)
     .await
 }
 
-async fn wait_and_transfer(
-    sender: &mut TcpStream,
-    claim: &mut oneshot::Receiver<std::net::TcpStream>,
+/// How an offer ended without a finished transfer.
+enum Ended {
+    /// Before a receiver came.
+    Waiting(SessionEnd),
+    /// During the pairing or the transfer.
+    Transfer(String),
+}
+
+async fn transfer(
+    mut sender: FramedConn<TcpStream>,
+    claim: &mut oneshot::Receiver<Claimant>,
     shared: &Shared,
     shutdown: &CancellationToken,
-) -> Result<(u64, u64), String> {
-    let config = &shared.config;
-    let silence_limit = config.heartbeat_interval * HEARTBEAT_TOLERANCE;
-    let frames = LengthDelimitedCodec::builder()
-        .length_field_length(codec::LEN_PREFIX)
-        .max_frame_length(config.max_frame_len)
-        .new_codec();
-    let (read_half, mut write_half) = sender.split();
-    let mut framed = FramedRead::new(read_half, frames);
-    let expiry = tokio::time::sleep(config.offer_ttl);
-    tokio::pin!(expiry);
-
-    let mut receiver = loop {
-        let frame = tokio::select! {
-            claimed = &mut *claim => match claimed.map(TcpStream::from_std) {
-                Ok(Ok(receiver)) => break receiver,
-                Ok(Err(e)) => return Err(format!("cannot adopt the receiver's connection: {e}")),
-                Err(_) => return Err("offer lost from the registry".into()),
-            },
-            () = shutdown.cancelled() => {
-                let bye = OfferEvent::Closed { reason: "relay is shutting down".into() };
-                let _ = codec::write_frame(&mut write_half, &bye).await;
-                return Err("relay shutting down".into());
-            }
-            () = &mut expiry => {
-                let bye = OfferEvent::Closed { reason: format!("offer expired after {:?} without a receiver", config.offer_ttl) };
-                let _ = codec::write_frame(&mut write_half, &bye).await;
-                return Err("offer expired".into());
-            }
-            frame = tokio::time::timeout(silence_limit, framed.next()) => frame,
-        };
-        match frame {
-            Err(_) => {
-                return Err(format!(
-                    "no heartbeat from the sender for {silence_limit:?}"
-                ));
-            }
-            Ok(None) => return Err("sender left before a receiver came".into()),
-            Ok(Some(Err(e))) => return Err(format!("sender connection failed: {e}")),
-            Ok(Some(Ok(body))) => match codec::decode::<SenderMessage>(&body) {
-                Ok(SenderMessage::Ping(seq)) => {
-                    codec::write_frame(&mut write_half, &OfferEvent::Pong(seq))
-                        .await
-                        .map_err(|e| format!("sender connection failed: {e}"))?;
-                }
-                Ok(SenderMessage::PairedAck) => {
-                    return Err("sender acknowledged a pairing that never happened".into());
-                }
-                Err(e) => return Err(format!("bad frame from the sender: {e}")),
-            },
-        }
-    };
+    meter: &Meter,
+) -> Result<(), Ended> {
+    let (receiver, receiver_early) = wait_for_receiver(&mut sender, claim, shared, shutdown)
+        .await
+        .map_err(Ended::Waiting)?;
+    let mut receiver = TcpStream::from_std(receiver)
+        .map_err(|e| Ended::Transfer(format!("cannot adopt the receiver's connection: {e}")))?;
     info!(receiver.addr = ?receiver.peer_addr().ok(), "offer claimed");
 
     // Pairing: the sender confirms, then both sides switch to raw bytes. Heartbeats that were in
-    // flight are discarded; bytes after the confirmation belong to the receiver.
-    let confirmed = async {
-        codec::write_frame(&mut write_half, &OfferEvent::Paired)
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            match framed.next().await {
-                Some(Ok(body)) => match codec::decode::<SenderMessage>(&body) {
-                    Ok(SenderMessage::PairedAck) => return Ok(()),
-                    Ok(SenderMessage::Ping(_)) => continue,
-                    Err(e) => return Err(e.to_string()),
-                },
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("sender left".to_string()),
-            }
-        }
+    // flight are discarded; bytes after the confirmation belong to the receiver. Half the
+    // handshake deadline, so the receiver (whose own deadline covers the pairing) hears
+    // `PeerGone` rather than timing out.
+    let limit = shared.config.handshake_timeout / 2;
+    let confirmed = tokio::time::timeout(limit, confirm_pairing(&mut sender)).await;
+    let why = match confirmed {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some((
+            "the sender went away before the transfer started",
+            e.to_string(),
+        )),
+        Err(_) => Some((
+            "the sender did not answer",
+            "no confirmation in time".to_string(),
+        )),
     };
-    // Half the handshake deadline, so the receiver (whose own deadline covers the pairing)
-    // hears `PeerGone` rather than timing out.
-    match tokio::time::timeout(config.handshake_timeout / 2, confirmed).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            refuse(
-                &mut receiver,
-                ErrorCode::PeerGone,
-                "the sender went away before the transfer started".into(),
-            )
-            .await;
-            return Err(format!("sender did not confirm the pairing: {e}"));
-        }
-        Err(_) => {
-            refuse(
-                &mut receiver,
-                ErrorCode::PeerGone,
-                "the sender did not answer".into(),
-            )
-            .await;
-            return Err("sender did not confirm the pairing in time".into());
-        }
+    if let Some((told, logged)) = why {
+        refuse(&mut receiver, ErrorCode::PeerGone, told.into()).await;
+        return Err(Ended::Transfer(format!(
+            "sender did not confirm the pairing: {logged}"
+        )));
     }
-    let early = framed.read_buffer().to_vec();
-    drop(framed);
+    let (mut sender, sender_early) = sender.into_parts();
     let start = async {
-        codec::write_preface_and_frame(&mut receiver, &Reply::Paired).await?;
-        receiver.write_all(&early).await?;
-        Ok::<_, codec::CodecError>(())
+        crate::codec::write_preface_and_frame(&mut receiver, &Reply::Paired).await?;
+        receiver.write_all(&sender_early).await?;
+        sender.write_all(&receiver_early).await?;
+        Ok::<_, CodecError>(())
     };
     if let Err(e) = start.await {
-        return Err(format!("receiver left before the transfer started: {e}"));
+        return Err(Ended::Transfer(format!(
+            "a peer left as the transfer started: {e}"
+        )));
     }
-    debug!(early_bytes = early.len(), "paired; splicing");
+    meter.record(sender_early.len() as u64, receiver_early.len() as u64);
+    debug!(early_bytes = sender_early.len(), "paired; splicing");
     let result = tokio::select! {
-        r = splice(sender, &mut receiver) => r,
+        r = splice(&mut sender, &mut receiver, meter) => r,
         // A transfer under way may finish during the relay's drain, not after it.
         () = shared.hard_stop.cancelled() => Err(std::io::Error::other("relay shut down before the transfer finished")),
     };
-    match result {
-        Ok(t) => Ok((t.a_to_b + early.len() as u64, t.b_to_a)),
-        Err(e) => {
-            // Both peers must see an abort, never a clean end of a cut-off stream.
-            reset_on_close(sender);
-            reset_on_close(&receiver);
-            Err(format!("transfer broke off: {e}"))
+    result.map_err(|e| {
+        // Both peers must see an abort, never a clean end of a cut-off stream.
+        reset_on_close(&sender);
+        reset_on_close(&receiver);
+        Ended::Transfer(e.to_string())
+    })
+}
+
+/// Keeps the offer alive until a receiver claims it, answering the sender's heartbeats.
+async fn wait_for_receiver(
+    sender: &mut FramedConn<TcpStream>,
+    claim: &mut oneshot::Receiver<Claimant>,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Result<Claimant, SessionEnd> {
+    let config = &shared.config;
+    let mut liveness = Liveness::new(config.heartbeat_interval);
+    let expiry = tokio::time::sleep(config.offer_ttl);
+    tokio::pin!(expiry);
+    loop {
+        let frame = tokio::select! {
+            claimed = &mut *claim => {
+                return claimed.map_err(|_| SessionEnd::Protocol("offer lost from the registry".into()));
+            }
+            () = shutdown.cancelled() => {
+                let reason = "relay is shutting down".to_string();
+                let _ = sender.write_frame(&OfferEvent::Closed { reason: reason.clone() }).await;
+                return Err(SessionEnd::RelayShutdown(reason));
+            }
+            () = &mut expiry => {
+                let reason = format!("offer expired after {:?} without a receiver", config.offer_ttl);
+                let _ = sender.write_frame(&OfferEvent::Closed { reason: reason.clone() }).await;
+                return Err(SessionEnd::Withdrawn(reason));
+            }
+            beat = liveness.beat() => match beat {
+                Beat::Ping => continue,
+                Beat::Gone { silent_for } => return Err(SessionEnd::PeerSilent { silent_for }),
+            },
+            frame = sender.read_frame::<SenderMessage>() => frame,
+        };
+        liveness.heard();
+        let result = match frame {
+            Ok(SenderMessage::Ping(seq)) => sender.write_frame(&OfferEvent::Pong(seq)).await,
+            Ok(SenderMessage::PairedAck) => {
+                let why = "acknowledged a pairing that never happened";
+                return Err(SessionEnd::Protocol(why.into()));
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {}
+            Err(CodecError::Closed) => return Err(SessionEnd::PeerClosed),
+            Err(CodecError::Io(e)) => return Err(SessionEnd::ConnectionLost(e.to_string())),
+            Err(e) => return Err(SessionEnd::Protocol(e.to_string())),
+        }
+    }
+}
+
+/// Tells the sender it is paired and waits for its acknowledgement, the last frame it sends.
+async fn confirm_pairing(sender: &mut FramedConn<TcpStream>) -> Result<(), CodecError> {
+    sender.write_frame(&OfferEvent::Paired).await?;
+    loop {
+        match sender.read_frame::<SenderMessage>().await? {
+            SenderMessage::PairedAck => return Ok(()),
+            SenderMessage::Ping(_) => continue,
         }
     }
 }
 
 /// Serves a receiver: hands its connection to the offer registered under `nameplate`.
 pub(super) async fn claim(
-    mut receiver: TcpStream,
+    mut receiver: FramedConn<TcpStream>,
     peer: IpAddr,
     nameplate: String,
     shared: Arc<Shared>,
 ) {
+    let refusals = &shared.refusals;
     if !shared.offers.allow_claim(peer) {
-        warn!(claims = CLAIMS_PER_WINDOW, window = ?CLAIM_WINDOW, "claim rate limit reached");
+        if refusals.note(Refusal::ClaimRate) {
+            warn!(claims = CLAIMS_PER_WINDOW, window = ?CLAIM_WINDOW, "claim rate limit reached");
+        }
         let msg = format!(
             "too many codes tried from your address (more than {CLAIMS_PER_WINDOW} a minute); wait a minute"
         );
-        refuse(&mut receiver, ErrorCode::Busy, msg).await;
+        refuse(receiver.get_mut(), ErrorCode::Busy, msg).await;
         return;
     }
     // Refused without being echoed back.
     if !nameplate::is_valid(&nameplate) {
-        info!("claim with a malformed nameplate");
+        if refusals.note(Refusal::BadNameplate) {
+            info!("claim with a malformed nameplate");
+        }
         let msg = "the code must start with the number the sender's relay assigned".to_string();
-        refuse(&mut receiver, ErrorCode::BadRequest, msg).await;
+        refuse(receiver.get_mut(), ErrorCode::BadRequest, msg).await;
         return;
     }
     let Some(offer) = shared.offers.take(&nameplate) else {
-        info!(nameplate = %nameplate, "claim for an unknown nameplate");
+        if refusals.note(Refusal::UnknownNameplate) {
+            info!(nameplate = %nameplate, "claim for an unknown nameplate");
+        }
         let msg = format!(
             "no transfer is waiting under number {nameplate} (wrong code, already used, or the sender stopped)"
         );
-        refuse(&mut receiver, ErrorCode::UnknownNameplate, msg).await;
+        refuse(receiver.get_mut(), ErrorCode::UnknownNameplate, msg).await;
         return;
     };
     // The offer may live on another worker thread; it adopts the socket there.
+    let (receiver, early) = receiver.into_parts();
     let receiver = match receiver.into_std() {
         Ok(r) => r,
         Err(e) => return warn!(error = %e, "cannot hand the receiver to its offer"),
     };
-    if let Err(receiver) = offer.send(receiver) {
+    if let Err((receiver, _)) = offer.send((receiver, early)) {
         if let Ok(mut receiver) = TcpStream::from_std(receiver) {
             refuse(
                 &mut receiver,

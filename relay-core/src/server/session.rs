@@ -12,36 +12,36 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Shared;
 use super::handshake::refuse;
+use super::refusals::Refusal;
 use super::visitor;
-use crate::codec::{self, CodecError};
+use crate::codec::CodecError;
+use crate::ending::{Peer, SessionEnd};
+use crate::frame::FramedConn;
+use crate::liveness::{Beat, Liveness};
 use crate::mux::{self, MuxHandle, Role, Substream};
 use crate::net::reset_on_close;
-use crate::protocol::{
-    ClientControl, ErrorCode, HEARTBEAT_TOLERANCE, RelayControl, Reply, Welcome,
-};
+use crate::protocol::{ClientControl, ErrorCode, RelayControl, Reply, Welcome};
+use crate::splice::Meter;
+
+/// How often a busy session sums up its visitors in the log (per-visitor lines are at debug).
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What every visitor task of one session shares (one `Arc` per visitor keeps them small).
 #[derive(Debug)]
 pub(super) struct Tunnel {
     pub(super) mux: MuxHandle,
-    pub(super) stats: SessionStats,
+    /// Visitors so far, and their bytes as they move (`a_to_b`: from visitors to the client).
+    pub(super) visitors: AtomicU64,
+    pub(super) bytes: Arc<Meter>,
     /// Cancelled when the session ends; every visitor is then reset.
     pub(super) session: CancellationToken,
     /// How long the client may take to answer a new visitor.
     pub(super) answer_timeout: Duration,
 }
 
-/// Byte and visitor counters of one session.
-#[derive(Debug, Default)]
-pub(super) struct SessionStats {
-    pub(super) visitors: AtomicU64,
-    pub(super) bytes_in: AtomicU64,
-    pub(super) bytes_out: AtomicU64,
-}
-
 /// Serves one tunnel client from its hello to the end of its connection.
 pub(super) async fn run(
-    mut sock: TcpStream,
+    mut conn: FramedConn<TcpStream>,
     peer: SocketAddr,
     preferred_port: Option<u16>,
     shared: Arc<Shared>,
@@ -49,38 +49,34 @@ pub(super) async fn run(
 ) {
     let config = &shared.config;
     let Ok(_session_permit) = shared.sessions.clone().try_acquire_owned() else {
-        warn!(
-            limit = config.max_sessions,
-            "session limit reached; refusing tunnel"
-        );
+        if shared.refusals.note(Refusal::SessionCap) {
+            warn!(
+                limit = config.max_sessions,
+                "session limit reached; refusing tunnel"
+            );
+        }
         let msg = format!(
             "relay is full ({} sessions); try again later",
             config.max_sessions
         );
-        refuse(&mut sock, ErrorCode::Busy, msg).await;
+        refuse(conn.get_mut(), ErrorCode::Busy, msg).await;
         return;
     };
     let Some((listener, _lease)) = shared.ports.bind(preferred_port) else {
         let range = shared.ports.describe();
-        warn!(ports = %range, "no free public port; refusing tunnel");
-        refuse(
-            &mut sock,
-            ErrorCode::NoFreePort,
-            format!("no free public port in {range}"),
-        )
-        .await;
+        if shared.refusals.note(Refusal::NoFreePort) {
+            warn!(ports = %range, "no free public port; refusing tunnel");
+        }
+        let msg = format!("no free public port in {range}");
+        refuse(conn.get_mut(), ErrorCode::NoFreePort, msg).await;
         return;
     };
     let public_port = match listener.local_addr() {
         Ok(a) => a.port(),
         Err(e) => {
             warn!(error = %e, "public listener has no address");
-            refuse(
-                &mut sock,
-                ErrorCode::Internal,
-                "relay failed to open a public port".into(),
-            )
-            .await;
+            let msg = "relay failed to open a public port".to_string();
+            refuse(conn.get_mut(), ErrorCode::Internal, msg).await;
             return;
         }
     };
@@ -94,7 +90,7 @@ pub(super) async fn run(
     });
     let sent = tokio::time::timeout(
         config.handshake_timeout,
-        codec::write_preface_and_frame(&mut sock, &welcome),
+        conn.write_preface_and_frame(&welcome),
     )
     .await;
     if !matches!(sent, Ok(Ok(()))) {
@@ -109,12 +105,16 @@ pub(super) async fn run(
     );
     async move {
         info!(client.addr = %peer, "session opened");
-        let (reason, stats) = serve(sock, listener, &shared, shutdown).await;
+        let (end, tunnel) = serve(conn, listener, &shared, shutdown).await;
+        let (visitors, bytes) = tunnel.map_or((0, Meter::new().into()), |t| {
+            (t.visitors.load(Ordering::Relaxed), t.bytes.clone())
+        });
         info!(
-            %reason,
-            visitors = stats.visitors.load(Ordering::Relaxed),
-            bytes_in = stats.bytes_in.load(Ordering::Relaxed),
-            bytes_out = stats.bytes_out.load(Ordering::Relaxed),
+            reason = end.label(),
+            detail = %end.seen_by(Peer::Client),
+            visitors,
+            bytes_in = bytes.a_to_b(),
+            bytes_out = bytes.b_to_a(),
             "session closed"
         );
     }
@@ -122,19 +122,20 @@ pub(super) async fn run(
     .await
 }
 
-/// Runs the session until it ends; returns why, for the log, and its counters.
+/// Runs the session until it ends; returns why, and the tunnel's counters once it had any.
 async fn serve(
-    sock: TcpStream,
+    conn: FramedConn<TcpStream>,
     listener: TcpListener,
     shared: &Arc<Shared>,
     relay_shutdown: CancellationToken,
-) -> (String, SessionStats) {
+) -> (SessionEnd, Option<Arc<Tunnel>>) {
     let config = &shared.config;
     // Cancelled when the session ends for any reason; visitors hang off it.
     let session = CancellationToken::new();
     let _end_session = session.clone().drop_guard();
+    let (sock, early) = conn.into_parts();
     // The client opens only its control stream; a small queue is plenty.
-    let mut mux = mux::start(sock, Role::Acceptor, 4, session.clone());
+    let mut mux = mux::start(sock, &early, Role::Acceptor, 4, session.clone());
     let driver = mux.driver;
     let mut driver = shared
         .tasks
@@ -147,28 +148,30 @@ async fn serve(
     };
     let Some(control) = control else {
         driver.abort();
-        let reason = "client did not open its control stream".to_string();
-        return (reason, SessionStats::default());
+        let end = SessionEnd::Protocol("no control stream opened after the welcome".into());
+        return (end, None);
     };
-    let silence_limit = config.heartbeat_interval * HEARTBEAT_TOLERANCE;
     let visitors = Arc::new(Semaphore::new(config.max_visitors_per_tunnel as usize));
     let tunnel = Arc::new(Tunnel {
         mux: mux.handle.clone(),
-        stats: SessionStats::default(),
+        visitors: AtomicU64::new(0),
+        bytes: Arc::new(Meter::new()),
         session: session.clone(),
         answer_timeout: config.handshake_timeout,
     });
 
-    let ended = |r: Result<Result<(), yamux::ConnectionError>, tokio::task::JoinError>| match r {
-        Ok(Ok(())) => "client closed the connection".to_string(),
-        Ok(Err(e)) => format!("connection failed: {e}"),
-        Err(e) => format!("connection task failed: {e}"),
-    };
-    let reason = tokio::select! {
-        r = heartbeats(control, silence_limit, config.max_frame_len, relay_shutdown.clone()) => r,
-        r = accept_visitors(&listener, tunnel.clone(), &visitors, shared) => r,
-        r = reject_extra_streams(&mut mux.inbound) => r,
-        r = &mut driver => ended(r),
+    let control = FramedConn::new(control, config.max_frame_len);
+    let liveness = Liveness::new(config.heartbeat_interval);
+    let end = tokio::select! {
+        end = heartbeats(control, liveness, relay_shutdown.clone()) => end,
+        end = accept_visitors(&listener, tunnel.clone(), &visitors, shared) => end,
+        end = reject_extra_streams(&mut mux.inbound) => end,
+        () = summarize(&tunnel, &visitors, config.max_visitors_per_tunnel) => unreachable!("summaries never end"),
+        r = &mut driver => match r {
+            Ok(Ok(())) => SessionEnd::PeerClosed,
+            Ok(Err(e)) => SessionEnd::ConnectionLost(e.to_string()),
+            Err(e) => SessionEnd::ConnectionLost(format!("connection task failed: {e}")),
+        },
     };
     // Closing the public port first means no visitor arrives into a dying session.
     drop(listener);
@@ -182,53 +185,79 @@ async fn serve(
         }
     }
     session.cancel();
-    let stats = SessionStats {
-        visitors: tunnel.stats.visitors.load(Ordering::Relaxed).into(),
-        bytes_in: tunnel.stats.bytes_in.load(Ordering::Relaxed).into(),
-        bytes_out: tunnel.stats.bytes_out.load(Ordering::Relaxed).into(),
-    };
-    (reason, stats)
+    (end, Some(tunnel))
 }
 
 /// Answers the client's heartbeats; ends when the client falls silent, the stream ends, or the
 /// relay shuts down (after telling the client).
 async fn heartbeats(
-    mut control: Substream,
-    silence_limit: Duration,
-    max_frame_len: usize,
+    mut control: FramedConn<Substream>,
+    mut liveness: Liveness,
     relay_shutdown: CancellationToken,
-) -> String {
+) -> SessionEnd {
     loop {
         let frame = tokio::select! {
             () = relay_shutdown.cancelled() => {
-                let bye = RelayControl::Shutdown { reason: "relay is shutting down".into() };
-                let _ = tokio::time::timeout(silence_limit, codec::write_frame(&mut control, &bye)).await;
-                return "relay shutting down".to_string();
+                let reason = "relay is shutting down".to_string();
+                let bye = RelayControl::Shutdown { reason: reason.clone() };
+                let _ = tokio::time::timeout(liveness.silence_limit(), control.write_frame(&bye)).await;
+                return SessionEnd::RelayShutdown(reason);
             }
-            frame = tokio::time::timeout(silence_limit, codec::read_frame::<_, ClientControl>(&mut control, max_frame_len)) => frame,
+            beat = liveness.beat() => match beat {
+                Beat::Ping => continue,
+                Beat::Gone { silent_for } => return SessionEnd::PeerSilent { silent_for },
+            },
+            frame = control.read_frame::<ClientControl>() => frame,
         };
-        match frame {
-            Err(_) => return format!("no heartbeat from the client for {silence_limit:?}"),
-            Ok(Err(CodecError::Closed)) => return "client closed its control stream".to_string(),
-            Ok(Err(e)) => return format!("control stream failed: {e}"),
-            Ok(Ok(ClientControl::Ping(seq))) => {
-                if let Err(e) = codec::write_frame(&mut control, &RelayControl::Pong(seq)).await {
-                    return format!("control stream failed: {e}");
-                }
-            }
+        liveness.heard();
+        let result = match frame {
+            Ok(ClientControl::Ping(seq)) => control.write_frame(&RelayControl::Pong(seq)).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {}
+            Err(CodecError::Closed) => return SessionEnd::PeerClosed,
+            Err(CodecError::Io(e)) => return SessionEnd::ConnectionLost(e.to_string()),
+            Err(e) => return SessionEnd::Protocol(format!("control stream: {e}")),
         }
     }
 }
 
 /// The client only ever opens the control stream; anything more is reset.
-async fn reject_extra_streams(inbound: &mut tokio::sync::mpsc::Receiver<Substream>) -> String {
+async fn reject_extra_streams(inbound: &mut tokio::sync::mpsc::Receiver<Substream>) -> SessionEnd {
     while let Some(stream) = inbound.recv().await {
         debug!(
             stream = stream.id(),
             "client opened an unexpected substream; resetting it"
         );
     }
-    "connection closed".to_string()
+    SessionEnd::PeerClosed
+}
+
+/// Every [`SUMMARY_INTERVAL`] in which visitors came or bytes moved, one line at info.
+async fn summarize(tunnel: &Tunnel, visitors: &Semaphore, cap: u32) {
+    let mut ticks = tokio::time::interval(SUMMARY_INTERVAL);
+    ticks.tick().await;
+    let mut last = (0, 0, 0);
+    loop {
+        ticks.tick().await;
+        let now = (
+            tunnel.visitors.load(Ordering::Relaxed),
+            tunnel.bytes.a_to_b(),
+            tunnel.bytes.b_to_a(),
+        );
+        if now != last {
+            let open = (cap as usize).saturating_sub(visitors.available_permits());
+            info!(
+                visitors_new = now.0 - last.0,
+                visitors_open = open,
+                bytes_in = now.1 - last.1,
+                bytes_out = now.2 - last.2,
+                "session activity in the last {SUMMARY_INTERVAL:?}"
+            );
+            last = now;
+        }
+    }
 }
 
 async fn accept_visitors(
@@ -236,7 +265,7 @@ async fn accept_visitors(
     tunnel: Arc<Tunnel>,
     visitors: &Arc<Semaphore>,
     shared: &Arc<Shared>,
-) -> String {
+) -> SessionEnd {
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok((tcp, addr)) => (tcp, crate::net::canonical(addr)),
@@ -247,18 +276,17 @@ async fn accept_visitors(
             }
         };
         let Ok(permit) = visitors.clone().try_acquire_owned() else {
-            warn!(visitor.addr = %addr, limit = visitors_limit(shared), "visitor limit reached; resetting visitor");
+            if shared.refusals.note(Refusal::VisitorCap) {
+                let limit = shared.config.max_visitors_per_tunnel;
+                warn!(visitor.addr = %addr, limit, "visitor limit reached; resetting visitor");
+            }
             reset_on_close(&tcp);
             continue;
         };
         let visitor_id = shared.next_id();
-        tunnel.stats.visitors.fetch_add(1, Ordering::Relaxed);
+        tunnel.visitors.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("visitor", visitor.id = visitor_id, visitor.addr = %addr);
         let task = visitor::serve(tcp, addr, visitor_id, tunnel.clone(), permit);
         shared.tasks.spawn(task.instrument(span));
     }
-}
-
-fn visitors_limit(shared: &Shared) -> u32 {
-    shared.config.max_visitors_per_tunnel
 }

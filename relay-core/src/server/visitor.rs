@@ -4,21 +4,21 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::session::Tunnel;
-use crate::codec::{self, LEN_PREFIX};
+use crate::codec::{self, CodecError};
+use crate::frame::FrameReader;
 use crate::mux::{MuxHandle, Substream};
 use crate::net::{reset_on_close, tune_data_socket};
 use crate::protocol::{MAX_FRAME_LEN, VisitorHeader, VisitorReply};
-use crate::splice::splice;
+use crate::splice::{Meter, splice};
 
 pub(super) async fn serve(
     mut tcp: TcpStream,
@@ -28,24 +28,22 @@ pub(super) async fn serve(
     _permit: OwnedSemaphorePermit,
 ) {
     tune_data_socket(&tcp);
+    // `a_to_b`: from the visitor to the client. The session's totals move along.
+    let meter = Meter::with_parent(tunnel.bytes.clone());
     let result = tokio::select! {
         () = tunnel.session.cancelled() => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "tunnel session ended")),
-        r = forward(&mut tcp, peer_addr, visitor_id, &tunnel.mux, tunnel.answer_timeout) => r,
+        r = forward(&mut tcp, peer_addr, visitor_id, &tunnel.mux, tunnel.answer_timeout, &meter) => r,
     };
-    let stats = &tunnel.stats;
+    let (bytes_in, bytes_out) = (meter.a_to_b(), meter.b_to_a());
     match result {
-        Ok((bytes_in, bytes_out)) => {
-            stats.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
-            stats.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
-            info!(bytes_in, bytes_out, "visitor closed");
-        }
+        Ok(()) => debug!(bytes_in, bytes_out, "visitor closed"),
         Err(e) => {
             // The visitor must see an abort, never a clean end of a truncated stream.
             reset_on_close(&tcp);
             if e.kind() == io::ErrorKind::ConnectionRefused {
-                info!(reason = %e, "visitor refused by the client");
+                debug!(reason = %e, "visitor refused by the client");
             } else {
-                info!(error = %e, "visitor reset");
+                debug!(error = %e, bytes_in, bytes_out, "visitor reset");
             }
         }
     }
@@ -57,7 +55,8 @@ async fn forward(
     visitor_id: u64,
     mux: &MuxHandle,
     answer_timeout: Duration,
-) -> io::Result<(u64, u64)> {
+    meter: &Meter,
+) -> io::Result<()> {
     // One timer bounds both the wait for a substream (there is none while 256 earlier ones are
     // still unanswered by the client) and the wait for the client's answer.
     let mut deadline = Box::pin(tokio::time::sleep(answer_timeout));
@@ -76,9 +75,12 @@ async fn forward(
         .await
         .map_err(io::Error::other)?;
     debug!(stream = stream.id(), "substream opened");
-    let mut stream = AwaitReply::new(stream, deadline, answer_timeout);
-    let moved = splice(tcp, &mut stream).await?;
-    Ok((moved.a_to_b, moved.b_to_a))
+    let mut stream = AwaitReply {
+        inner: stream,
+        reply: Some((FrameReader::exact(MAX_FRAME_LEN), deadline)),
+        timeout: answer_timeout,
+    };
+    splice(tcp, &mut stream, meter).await
 }
 
 /// A substream whose first inbound bytes are the client's [`VisitorReply`]: reading strips it,
@@ -86,9 +88,9 @@ async fn forward(
 /// straight through, so the visitor's first bytes need not wait for the answer.
 struct AwaitReply {
     inner: Substream,
-    state: ReplyState,
-    /// Until the answer arrives; dropped after it, so an open visitor holds no timer.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Until the answer arrives; dropped after it, so an open visitor holds no buffer or timer.
+    /// The reader reads exactly the answer, so the client's bytes after it stay in the stream.
+    reply: Option<(FrameReader, Pin<Box<tokio::time::Sleep>>)>,
     timeout: Duration,
 }
 
@@ -99,77 +101,33 @@ fn no_answer(after: Duration) -> io::Error {
     )
 }
 
-enum ReplyState {
-    Prefix { buf: [u8; LEN_PREFIX], got: usize },
-    Body { buf: Vec<u8>, got: usize },
-    Accepted,
-}
-
 impl AwaitReply {
-    fn new(inner: Substream, deadline: Pin<Box<tokio::time::Sleep>>, timeout: Duration) -> Self {
-        AwaitReply {
-            inner,
-            state: ReplyState::Prefix {
-                buf: [0; LEN_PREFIX],
-                got: 0,
-            },
-            deadline: Some(deadline),
-            timeout,
-        }
-    }
-
-    /// Reads the reply frame, byte-exact so nothing after it is consumed here.
     fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            let (buf, got) = match &mut self.state {
-                ReplyState::Accepted => return Poll::Ready(Ok(())),
-                ReplyState::Prefix { buf, got } => (&mut buf[..], got),
-                ReplyState::Body { buf, got } => (&mut buf[..], got),
-            };
-            if *got == buf.len() {
-                self.state = match std::mem::replace(&mut self.state, ReplyState::Accepted) {
-                    ReplyState::Prefix { buf, .. } => {
-                        let len = codec::check_len(buf, MAX_FRAME_LEN).map_err(io::Error::other)?;
-                        ReplyState::Body {
-                            buf: vec![0; len],
-                            got: 0,
-                        }
-                    }
-                    ReplyState::Body { buf, .. } => match codec::decode(&buf) {
-                        Ok(VisitorReply::Accepted) => {
-                            self.deadline = None;
-                            ReplyState::Accepted
-                        }
-                        Ok(VisitorReply::Refused { reason }) => {
-                            return Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::ConnectionRefused,
-                                reason,
-                            )));
-                        }
-                        Err(e) => return Poll::Ready(Err(io::Error::other(e))),
-                    },
-                    ReplyState::Accepted => ReplyState::Accepted,
-                };
-                continue;
+        let Some((reader, deadline)) = &mut self.reply else {
+            return Poll::Ready(Ok(()));
+        };
+        let reply = match reader.poll_frame::<_, VisitorReply>(&mut self.inner, cx) {
+            Poll::Pending => {
+                ready!(deadline.as_mut().poll(cx));
+                return Poll::Ready(Err(no_answer(self.timeout)));
             }
-            let mut rb = ReadBuf::new(&mut buf[*got..]);
-            if Pin::new(&mut self.inner)
-                .poll_read(cx, &mut rb)?
-                .is_pending()
-            {
-                if let Some(deadline) = self.deadline.as_mut() {
-                    ready!(deadline.as_mut().poll(cx));
-                    return Poll::Ready(Err(no_answer(self.timeout)));
-                }
-                return Poll::Pending;
+            Poll::Ready(reply) => reply,
+        };
+        match reply {
+            Ok(VisitorReply::Accepted) => {
+                self.reply = None;
+                Poll::Ready(Ok(()))
             }
-            if rb.filled().is_empty() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "client closed the substream without answering",
-                )));
-            }
-            *got += rb.filled().len();
+            Ok(VisitorReply::Refused { reason }) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                reason,
+            ))),
+            Err(CodecError::Closed | CodecError::Truncated) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "client closed the substream without answering",
+            ))),
+            Err(CodecError::Io(e)) => Poll::Ready(Err(e)),
+            Err(e) => Poll::Ready(Err(io::Error::other(e))),
         }
     }
 }

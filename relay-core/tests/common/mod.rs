@@ -111,7 +111,7 @@ pub fn serve_echo(
                 if w.write_all(&prefix).await.is_err() {
                     return;
                 }
-                let _ = relay_core::splice::copy_one_way(&mut r, &mut w).await;
+                let _ = relay_core::splice::copy_one_way(&mut r, &mut w, &Default::default()).await;
             });
         }
     })

@@ -267,9 +267,15 @@ pub struct Relay {
 impl Relay {
     /// Starts `relay 127.0.0.1:0 EXTRA...` and reads back the control port from its log.
     pub fn start(extra: &[&str]) -> Relay {
+        Self::start_with(extra, &[])
+    }
+
+    /// Like [`Relay::start`], with extra environment variables (`RUST_LOG=debug` for the
+    /// per-visitor lines).
+    pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Relay {
         let mut args = vec!["127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let proc = Proc::spawn("relay", &args);
+        let proc = Proc::spawn_with("relay", &args, env);
         let log = proc.wait_stderr("relay listening", DEADLINE);
         let addr = log
             .split_whitespace()

@@ -1,0 +1,110 @@
+//! Refusals, counted and logged in aggregate: under the floods the limits exist for, one log
+//! line per refused connection would flood the log too.
+//!
+//! The first refusal of each kind in a window is logged at once (with its details, by the
+//! caller); the rest are counted, and the counts of the window are logged in one line when it
+//! closes.
+
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tracing::info;
+
+/// How often the counts are summed up in the log.
+pub(super) const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+
+/// What was refused, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// A connection found every handshake slot taken.
+    HandshakeCap,
+    /// A tunnel client found every session slot taken.
+    SessionCap,
+    /// A tunnel client found no free public port.
+    NoFreePort,
+    /// A visitor found its tunnel at its visitor limit.
+    VisitorCap,
+    /// A sender found every transfer slot taken.
+    TransferCap,
+    /// An address tried too many codes.
+    ClaimRate,
+    /// A claim named no waiting offer.
+    UnknownNameplate,
+    /// A claim's nameplate was malformed.
+    BadNameplate,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 8] = [
+        Refusal::HandshakeCap,
+        Refusal::SessionCap,
+        Refusal::NoFreePort,
+        Refusal::VisitorCap,
+        Refusal::TransferCap,
+        Refusal::ClaimRate,
+        Refusal::UnknownNameplate,
+        Refusal::BadNameplate,
+    ];
+
+    /// A short, stable name for logs and metrics.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Refusal::HandshakeCap => "handshake_cap",
+            Refusal::SessionCap => "session_cap",
+            Refusal::NoFreePort => "no_free_port",
+            Refusal::VisitorCap => "visitor_cap",
+            Refusal::TransferCap => "transfer_cap",
+            Refusal::ClaimRate => "claim_rate",
+            Refusal::UnknownNameplate => "unknown_nameplate",
+            Refusal::BadNameplate => "bad_nameplate",
+        }
+    }
+}
+
+/// Refusal counts of the current window.
+#[derive(Debug, Default)]
+pub(super) struct Refusals {
+    counts: [AtomicU64; Refusal::ALL.len()],
+    /// Serialises summaries, so two threads never log the same window twice.
+    summary: Mutex<()>,
+}
+
+impl Refusals {
+    /// Counts a refusal; true for the first of its kind in this window, which the caller logs
+    /// with its details.
+    pub(super) fn note(&self, what: Refusal) -> bool {
+        self.counts[what as usize].fetch_add(1, Ordering::Relaxed) == 0
+    }
+
+    /// Closes the window: logs one line with the refusals beyond the first of each kind.
+    pub(super) fn summarize(&self) {
+        let _one_at_a_time = self.summary.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut more = Vec::new();
+        for what in Refusal::ALL {
+            let n = self.counts[what as usize].swap(0, Ordering::Relaxed);
+            if n > 1 {
+                more.push(format!("{}={}", what.label(), n - 1));
+            }
+        }
+        if !more.is_empty() {
+            info!(window = ?REFUSAL_WINDOW, more = %more.join(" "), "more refusals beyond the ones logged");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_of_each_kind_per_window_is_flagged() {
+        let r = Refusals::default();
+        assert!(r.note(Refusal::HandshakeCap));
+        assert!(!r.note(Refusal::HandshakeCap));
+        assert!(r.note(Refusal::ClaimRate), "kinds are counted apart");
+        r.summarize();
+        assert!(r.note(Refusal::HandshakeCap), "a new window starts fresh");
+    }
+}
