@@ -287,7 +287,7 @@ async fn read_header(stream: Substream, timeout: Duration) -> Option<IncomingVis
 
 /// The background task of a tunnel session.
 struct Session {
-    driver: tokio::task::JoinHandle<std::result::Result<(), yamux::ConnectionError>>,
+    driver: tokio::task::JoinHandle<SessionEnd>,
     control: FramedConn<Substream>,
     liveness: Liveness,
     ended: watch::Sender<Option<SessionEnd>>,
@@ -304,11 +304,7 @@ impl Session {
             cancel,
         } = self;
         let first = tokio::select! {
-            r = &mut driver => Err(match r {
-                Ok(Ok(())) => SessionEnd::PeerClosed,
-                Ok(Err(e)) => SessionEnd::ConnectionLost(e.to_string()),
-                Err(e) => SessionEnd::ConnectionLost(format!("connection task failed: {e}")),
-            }),
+            r = &mut driver => Err(r.unwrap_or_else(|e| SessionEnd::ConnectionLost(format!("connection task failed: {e}")))),
             end = heartbeats(&mut control, &mut liveness) => Ok(end),
             () = cancel.cancelled() => Ok(SessionEnd::Closed),
         };

@@ -21,6 +21,7 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
 use yamux::{Connection, ConnectionError, Mode};
 
+use crate::ending::SessionEnd;
 use crate::protocol::MUX_MAX_STREAMS;
 
 mod session_io;
@@ -112,8 +113,9 @@ pub struct Mux {
     /// room (that would stall every stream): a stream that finds the queue full is reset, like
     /// a connection that finds a full listen backlog.
     pub inbound: mpsc::Receiver<Substream>,
-    /// Runs the connection until it ends or `shutdown` is cancelled; resolves to why it ended.
-    pub driver: futures::future::BoxFuture<'static, Result<(), ConnectionError>>,
+    /// Runs the connection until it ends or `shutdown` is cancelled; resolves to why it ended
+    /// ([`SessionEnd::Closed`] when `shutdown` ended it).
+    pub driver: futures::future::BoxFuture<'static, SessionEnd>,
 }
 
 impl std::fmt::Debug for Mux {
@@ -139,13 +141,16 @@ where
         Role::Acceptor => Mode::Server,
     };
     let lost = Arc::new(AtomicBool::new(false));
-    let io = SessionIo::new(io, lost.clone(), early);
+    let goaway = Arc::new(AtomicBool::new(false));
+    let io = SessionIo::watched(io, lost.clone(), goaway.clone(), early);
     let conn = Connection::new(io.compat(), yamux_config(), mode);
     let (open_tx, open_rx) = mpsc::channel(64);
     let (inbound_tx, inbound_rx) = mpsc::channel(inbound_backlog.max(1));
     let closed = CancellationToken::new();
     let streams = StreamFactory { lost };
-    let driver = drive(conn, streams, open_rx, inbound_tx, shutdown, closed.clone()).boxed();
+    let signals = Signals { goaway };
+    let driver = drive(conn, streams, signals, open_rx, inbound_tx, shutdown, closed.clone());
+    let driver = driver.boxed();
     Mux {
         handle: MuxHandle {
             open: open_tx,
@@ -156,32 +161,51 @@ where
     }
 }
 
+/// What the driver learns from the socket layer.
+struct Signals {
+    /// This side wrote a GoAway: yamux found the peer breaking the protocol.
+    goaway: Arc<AtomicBool>,
+}
+
 async fn drive<T>(
     mut conn: Connection<Compat<SessionIo<T>>>,
     streams: StreamFactory,
+    signals: Signals,
     mut requests: mpsc::Receiver<OpenReply>,
     inbound: mpsc::Sender<Substream>,
     shutdown: CancellationToken,
     closed: CancellationToken,
-) -> Result<(), ConnectionError>
+) -> SessionEnd
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let _closed_on_exit = closed.drop_guard();
     let mut waiting: Option<OpenReply> = None;
     let outcome = tokio::select! {
-        result = poll_fn(|cx| poll_driver(cx, &mut conn, &streams, &mut requests, &mut waiting, &inbound)) => Some(result),
+        result = poll_fn(|cx| {
+            let polled = poll_driver(cx, &mut conn, &streams, &mut requests, &mut waiting, &inbound);
+            if polled.is_pending() && signals.goaway.load(Ordering::Acquire) {
+                return Poll::Ready(Err(ConnectionError::Closed));
+            }
+            polled
+        }) => Some(result),
         () = shutdown.cancelled() => None,
     };
     // Whatever ended the connection, streams that end from now on were cut, not finished.
     streams.lost.store(true, Ordering::Release);
+    let said_goodbye = signals.goaway.load(Ordering::Acquire);
+    if outcome.is_none() || said_goodbye {
+        // Tell the peer we are going (GoAway) and flush what is queued: best effort.
+        let _ = tokio::time::timeout(CLOSE_GRACE, poll_fn(|cx| conn.poll_close(cx))).await;
+    }
     match outcome {
-        Some(result) => result,
-        None => {
-            // Best effort: tell the peer we are going (GoAway) and flush what is queued.
-            let _ = tokio::time::timeout(CLOSE_GRACE, poll_fn(|cx| conn.poll_close(cx))).await;
-            Ok(())
+        None => SessionEnd::Closed,
+        Some(_) if said_goodbye => {
+            SessionEnd::Protocol("a yamux frame out of place (GoAway sent)".into())
         }
+        Some(Ok(())) => SessionEnd::PeerClosed,
+        Some(Err(ConnectionError::Closed)) => SessionEnd::PeerClosed,
+        Some(Err(e)) => SessionEnd::ConnectionLost(e.to_string()),
     }
 }
 

@@ -27,10 +27,15 @@ const MAX_GATHERED: usize = 256 * 1024;
 /// Loss: the moment the socket reports end of stream or an error, `lost` is set, before yamux
 /// closes the streams and wakes their readers, so a reader that then finds its stream closed can
 /// tell a cut connection from a clean FIN.
+///
+/// GoAway: rust-yamux answers a protocol violation by queueing a GoAway and then carries on as
+/// if nothing happened. Watching the frames it writes is how the driver learns that this side
+/// has said goodbye, so it can end the connection as the GoAway announced.
 #[derive(Debug)]
 pub(super) struct SessionIo<T> {
     inner: T,
     lost: Arc<AtomicBool>,
+    written: FrameWatch,
     read_buf: Box<[u8]>,
     read_pos: usize,
     read_len: usize,
@@ -44,12 +49,27 @@ pub(super) struct SessionIo<T> {
 impl<T> SessionIo<T> {
     /// `early` holds bytes of the session already read from `inner` (during the handshake);
     /// yamux reads them first.
+    #[cfg(test)]
     pub(super) fn new(inner: T, lost: Arc<AtomicBool>, early: &[u8]) -> Self {
+        Self::watched(inner, lost, Arc::default(), early)
+    }
+
+    /// Like [`SessionIo::new`]; `goaway` is set once this side has written a GoAway.
+    pub(super) fn watched(
+        inner: T,
+        lost: Arc<AtomicBool>,
+        goaway: Arc<AtomicBool>,
+        early: &[u8],
+    ) -> Self {
         let mut read_buf = vec![0; READ_BUFFER.max(early.len())].into_boxed_slice();
         read_buf[..early.len()].copy_from_slice(early);
         SessionIo {
             inner,
             lost,
+            written: FrameWatch {
+                goaway,
+                ..FrameWatch::default()
+            },
             read_buf,
             read_pos: 0,
             read_len: early.len(),
@@ -141,6 +161,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SessionIo<T> {
         }
         this.deferred = true;
         if buf.len() < DIRECT_WRITE {
+            this.written.observe(buf);
             this.gathered.extend_from_slice(buf);
             return Poll::Ready(Ok(buf.len()));
         }
@@ -159,6 +180,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SessionIo<T> {
             }
             if n > pending {
                 this.consume_gathered(pending);
+                this.written.observe(&buf[..n - pending]);
                 return Poll::Ready(Ok(n - pending));
             }
             // Only (part of) the gathered bytes went out: go again for the rest and the body.
@@ -185,6 +207,54 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SessionIo<T> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Follows the yamux frames written to the socket, to see a GoAway among them. Costs a few
+/// comparisons per write: data bodies are skipped by length, never scanned.
+#[derive(Debug, Default)]
+struct FrameWatch {
+    header: [u8; FRAME_HEADER],
+    have: usize,
+    body_left: usize,
+    goaway: Arc<AtomicBool>,
+}
+
+/// yamux frame header: version, type, flags (2), stream id (4), length (4).
+const FRAME_HEADER: usize = 12;
+const TYPE_DATA: u8 = 0;
+const TYPE_GOAWAY: u8 = 3;
+
+impl FrameWatch {
+    fn observe(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (FRAME_HEADER - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == FRAME_HEADER {
+                self.have = 0;
+                match self.header[1] {
+                    TYPE_DATA => {
+                        let len: [u8; 4] = [
+                            self.header[8],
+                            self.header[9],
+                            self.header[10],
+                            self.header[11],
+                        ];
+                        self.body_left = u32::from_be_bytes(len) as usize;
+                    }
+                    TYPE_GOAWAY => self.goaway.store(true, Ordering::Release),
+                    _ => {}
+                }
+            }
+        }
     }
 }
 
@@ -251,6 +321,23 @@ mod tests {
             got.len(),
             expected.len()
         );
+    }
+
+    #[test]
+    fn a_goaway_is_seen_among_data_frames_whatever_the_write_sizes() {
+        let mut frames = Vec::new();
+        // A data frame whose body looks like a GoAway header must not count.
+        let body = [0u8, TYPE_GOAWAY, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        frames.extend([0u8, TYPE_DATA, 0, 0, 0, 0, 0, 1, 0, 0, 0, 12]);
+        frames.extend(body);
+        frames.extend([0u8, 1, 0, 0, 0, 0, 0, 1, 0, 4, 0, 0]); // window update
+        let mut watch = FrameWatch::default();
+        for piece in frames.chunks(5) {
+            watch.observe(piece);
+        }
+        assert!(!watch.goaway.load(Ordering::Acquire));
+        watch.observe(&[0u8, TYPE_GOAWAY, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert!(watch.goaway.load(Ordering::Acquire));
     }
 
     #[tokio::test]

@@ -167,11 +167,7 @@ async fn serve(
         end = accept_visitors(&listener, tunnel.clone(), &visitors, shared) => end,
         end = reject_extra_streams(&mut mux.inbound) => end,
         () = summarize(&tunnel, &visitors, config.max_visitors_per_tunnel) => unreachable!("summaries never end"),
-        r = &mut driver => match r {
-            Ok(Ok(())) => SessionEnd::PeerClosed,
-            Ok(Err(e)) => SessionEnd::ConnectionLost(e.to_string()),
-            Err(e) => SessionEnd::ConnectionLost(format!("connection task failed: {e}")),
-        },
+        r = &mut driver => r.unwrap_or_else(|e| SessionEnd::ConnectionLost(format!("connection task failed: {e}"))),
     };
     // Closing the public port first means no visitor arrives into a dying session.
     drop(listener);
