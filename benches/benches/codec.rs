@@ -8,29 +8,39 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use relay_core::codec::{LEN_PREFIX, decode, encode};
-use relay_core::protocol::{Hello, Reply, VisitorHeader, Welcome};
+use relay_core::protocol::{
+    Grant, Hello, LeaseSecret, Reply, TunnelRequest, VisitorHeader, Welcome,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 fn hello() -> Hello {
     Hello::Tunnel {
-        preferred_port: Some(9021),
+        tunnels: vec![TunnelRequest {
+            preferred_port: Some(9021),
+            lease: Some(LeaseSecret::random()),
+        }],
     }
 }
 
 fn welcome() -> Reply {
     Reply::Welcome(Welcome {
         session_id: 123_456_789,
-        public_port: 9021,
+        tunnels: vec![Grant {
+            public_port: 9021,
+            lease: Some(LeaseSecret::random()),
+        }],
         public_host: Some("relay.example.com".into()),
         max_visitors: 16_000,
         heartbeat_interval_ms: 10_000,
+        lease_ttl_ms: 30_000,
     })
 }
 
 fn visitor_header() -> VisitorHeader {
     VisitorHeader {
         visitor_id: 987_654_321,
+        tunnel: 0,
         peer_addr: SocketAddr::from(([203, 0, 113, 7], 54_321)),
     }
 }

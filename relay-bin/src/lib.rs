@@ -27,18 +27,37 @@ pub struct RelayArgs {
     /// Runtime worker threads (0: one per CPU).
     #[arg(long, env = "RELAY_CLIENT_THREADS", default_value_t = 1)]
     pub threads: usize,
+    /// Exit (status 1) when the session with the relay is lost, instead of reconnecting; for
+    /// running under a supervisor that restarts the client (systemd `Restart=`).
+    #[arg(long, env = "RELAY_NO_RECONNECT")]
+    pub no_reconnect: bool,
+    /// Secret the relay requires, if it requires one.
+    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    pub token: Option<relay_core::auth::Token>,
 }
 
 impl RelayArgs {
-    /// Opens the tunnel and prints its public address (stdout: `HOST:PORT` only).
+    /// The tunnel settings these arguments ask for.
+    pub fn tunnel_config(&self) -> relay_core::TunnelConfig {
+        relay_core::TunnelConfig {
+            preferred_port: self.port,
+            token: self.token.clone(),
+            reconnect: if self.no_reconnect {
+                relay_core::client::Reconnect::never()
+            } else {
+                relay_core::client::Reconnect::default()
+            },
+            ..relay_core::TunnelConfig::default()
+        }
+    }
+
+    /// Opens the tunnel and prints its public address (stdout: `HOST:PORT` only), and prints it
+    /// again whenever a reconnect gives it another one.
     pub async fn open_tunnel(&self) -> relay_core::Result<relay_core::TunnelListener> {
         let relay = relay_core::net::join_host_port(&self.relay_host, self.relay_port);
-        let config = relay_core::TunnelConfig {
-            preferred_port: self.port,
-            ..relay_core::TunnelConfig::default()
-        };
-        let listener = relay_core::TunnelListener::connect(&relay, config).await?;
-        announce(listener.public_addr());
+        let listener = relay_core::TunnelListener::connect(&relay, self.tunnel_config()).await?;
+        announce(&listener.public_addr());
+        follow_address(listener.watch_public_addr());
         Ok(listener)
     }
 }
@@ -152,6 +171,20 @@ async fn wait_for_signal() {
     }
 }
 
+/// Prints every later public address of a tunnel as a new stdout line (the library warns on
+/// stderr when it changes).
+pub fn follow_address(mut addr: tokio::sync::watch::Receiver<relay_core::PublicAddr>) {
+    addr.mark_unchanged();
+    tokio::spawn(async move {
+        while addr.changed().await.is_ok() {
+            let now = addr.borrow_and_update().clone();
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{now}");
+            let _ = out.flush();
+        }
+    });
+}
+
 /// Prints a tunnel's public address: stdout gets exactly `HOST:PORT` (flushed at once, for
 /// scripts), people get a line on stderr.
 pub fn announce(addr: &relay_core::PublicAddr) {
@@ -190,6 +223,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s, m or h)")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{s}' is out of range"))
+}
+
+/// Parses a token given on the command line or in the environment (the secret is never shown
+/// again, not even by `Debug`).
+pub fn parse_token(s: &str) -> Result<relay_core::auth::Token, String> {
+    relay_core::auth::Token::new(s)
 }
 
 /// Parses a port range `LOW-HIGH` (or a single port).

@@ -175,7 +175,8 @@ fn expose_closes_visitors_promptly_when_the_local_server_is_down() {
 
 #[test]
 fn killing_the_client_closes_its_public_port_within_two_seconds() {
-    let relay = Relay::start(&[]);
+    // Without a lease: with one, the port stays open for the client to come back.
+    let relay = Relay::start(&["--lease-ttl", "0"]);
     let mut echo = Proc::spawn("echoserver", &["127.0.0.1", &relay.port().to_string()]);
     let public = echo.first_line();
     let mut visitor = TcpStream::connect(&public).expect("visitor");
@@ -212,7 +213,8 @@ fn killing_the_client_closes_its_public_port_within_two_seconds() {
 fn relay_exits_zero_on_sigterm_and_sigint() {
     for sig in ["TERM", "INT"] {
         let mut relay = Relay::start(&[]);
-        let mut echo = Proc::spawn("echoserver", &["127.0.0.1", &relay.port().to_string()]);
+        let port = relay.port().to_string();
+        let mut echo = Proc::spawn("echoserver", &["--no-reconnect", "127.0.0.1", &port]);
         let _ = echo.first_line();
         relay.proc.signal(sig);
         let status = relay.proc.wait_exit(DEADLINE);

@@ -129,7 +129,16 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         round_trip(Hello::Tunnel {
-            preferred_port: Some(8081),
+            tunnels: vec![
+                TunnelRequest {
+                    preferred_port: Some(8081),
+                    lease: Some(LeaseSecret::random()),
+                },
+                TunnelRequest {
+                    preferred_port: None,
+                    lease: None,
+                },
+            ],
         });
         round_trip(Hello::Send);
         round_trip(Hello::Receive {
@@ -137,11 +146,24 @@ mod tests {
         });
         round_trip(Reply::Welcome(Welcome {
             session_id: u64::MAX,
-            public_port: 65535,
+            tunnels: vec![Grant {
+                public_port: 65535,
+                lease: Some(LeaseSecret::random()),
+            }],
             public_host: Some("relay.example.com".into()),
             max_visitors: 16_000,
             heartbeat_interval_ms: 10_000,
+            lease_ttl_ms: 30_000,
         }));
+        round_trip(Reply::Challenge { nonce: [9; 32] });
+        round_trip(Reply::Redirect {
+            to: "relay2.example.com:8080".into(),
+        });
+        round_trip(Proof {
+            key_id: [1; 8],
+            mac: [2; 32],
+        });
+        round_trip(ClientControl::Goodbye);
         round_trip(Reply::Error {
             code: ErrorCode::NoFreePort,
             message: "no free public port in 8081-9080".into(),
@@ -153,6 +175,7 @@ mod tests {
         round_trip(Reply::Paired);
         round_trip(VisitorHeader {
             visitor_id: 1,
+            tunnel: 63,
             peer_addr: "[::1]:40000".parse().expect("addr"),
         });
         round_trip(VisitorReply::Refused {

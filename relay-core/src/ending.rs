@@ -27,12 +27,24 @@ pub enum SessionEnd {
     },
     /// The peer closed the connection without saying why.
     PeerClosed,
+    /// The peer ended the session on purpose (a client that stops says goodbye).
+    PeerLeft,
+    /// A new connection of the same client took its tunnels over.
+    Replaced,
     /// The connection failed (reset, or an I/O error).
     ConnectionLost(String),
     /// The peer broke the protocol.
     Protocol(String),
     /// This side ended it (the listener was dropped, or a shutdown was asked for).
     Closed,
+    /// Reconnecting, the relay refused for a reason that will not go away (a token it no
+    /// longer accepts, for example).
+    Refused {
+        /// Machine-readable reason.
+        code: crate::protocol::ErrorCode,
+        /// The relay's explanation.
+        message: String,
+    },
 }
 
 /// Which side's point of view a description takes.
@@ -62,9 +74,12 @@ impl SessionEnd {
             SessionEnd::PeerSilent { .. } => "peer_silent",
             SessionEnd::Suspended { .. } => "suspended",
             SessionEnd::PeerClosed => "peer_closed",
+            SessionEnd::PeerLeft => "peer_left",
+            SessionEnd::Replaced => "replaced",
             SessionEnd::ConnectionLost(_) => "connection_lost",
             SessionEnd::Protocol(_) => "protocol_error",
             SessionEnd::Closed => "closed",
+            SessionEnd::Refused { .. } => "refused",
         }
     }
 
@@ -102,11 +117,16 @@ impl fmt::Display for Described<'_> {
                  and the {peer} ended the session meanwhile"
             ),
             SessionEnd::PeerClosed => write!(f, "the {peer} closed the connection"),
+            SessionEnd::PeerLeft => write!(f, "the {peer} ended the session"),
+            SessionEnd::Replaced => f.write_str("a newer connection took the tunnels over"),
             SessionEnd::ConnectionLost(why) => {
                 write!(f, "the connection to the {peer} failed: {why}")
             }
             SessionEnd::Protocol(why) => write!(f, "the {peer} broke the protocol: {why}"),
             SessionEnd::Closed => f.write_str("closed by this side"),
+            SessionEnd::Refused { message, .. } => {
+                write!(f, "the {peer} refused to take the client back: {message}")
+            }
         }
     }
 }

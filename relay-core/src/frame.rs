@@ -67,17 +67,18 @@ impl FrameReader {
         self.buf.split().freeze()
     }
 
-    /// Decodes the next frame if it is complete. A length prefix over the limit fails here,
-    /// before its body is read or any room is made for it.
-    fn parse<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
+    /// Takes the next frame's body if the frame is complete. A length prefix over the limit
+    /// fails here, before its body is read or any room is made for it.
+    fn next_body(&mut self) -> Result<Option<Bytes>, CodecError> {
         let Some(len) = self.announced_len()? else {
             return Ok(None);
         };
         if self.buf.len() < LEN_PREFIX + len {
             return Ok(None);
         }
-        let frame = self.buf.split_to(LEN_PREFIX + len);
-        codec::decode(&frame[LEN_PREFIX..]).map(Some)
+        let mut frame = self.buf.split_to(LEN_PREFIX + len);
+        frame.advance(LEN_PREFIX);
+        Ok(Some(frame.freeze()))
     }
 
     fn announced_len(&self) -> Result<Option<usize>, CodecError> {
@@ -111,6 +112,26 @@ impl FrameReader {
         tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut limited)
     }
 
+    /// Reads the next frame's body from `io`, undecoded. Cancel-safe: partial frames stay in
+    /// the buffer.
+    pub fn poll_body<S>(
+        &mut self,
+        io: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Bytes, CodecError>>
+    where
+        S: AsyncRead + Unpin + ?Sized,
+    {
+        loop {
+            if let Some(body) = self.next_body()? {
+                return Poll::Ready(Ok(body));
+            }
+            if ready!(self.poll_fill(io, cx))? == 0 {
+                return Poll::Ready(Err(self.eof()));
+            }
+        }
+    }
+
     /// Reads the next frame from `io`. Cancel-safe: partial frames stay in the buffer.
     pub fn poll_frame<S, T>(
         &mut self,
@@ -121,14 +142,8 @@ impl FrameReader {
         S: AsyncRead + Unpin + ?Sized,
         T: DeserializeOwned,
     {
-        loop {
-            if let Some(msg) = self.parse()? {
-                return Poll::Ready(Ok(msg));
-            }
-            if ready!(self.poll_fill(io, cx))? == 0 {
-                return Poll::Ready(Err(self.eof()));
-            }
-        }
+        let body = ready!(self.poll_body(io, cx))?;
+        Poll::Ready(codec::decode(&body))
     }
 
     /// End of stream: between frames a clean close, inside one a truncation.
@@ -157,12 +172,24 @@ impl<S> FramedConn<S> {
         }
     }
 
+    /// Resumes framing on `io` whose first bytes, `buffered`, were already read from it.
+    pub fn with_buffered(io: S, buffered: &[u8], max_len: usize) -> Self {
+        let mut conn = Self::new(io, max_len);
+        conn.reader.buf.extend_from_slice(buffered);
+        conn
+    }
+
     /// Frames of at most `max_len` body bytes, never reading past the frame in progress.
     pub fn exact(io: S, max_len: usize) -> Self {
         FramedConn {
             io,
             reader: FrameReader::exact(max_len),
         }
+    }
+
+    /// The frame size limit.
+    pub fn max_len(&self) -> usize {
+        self.reader.max_len
     }
 
     /// The stream, for socket options and addresses. Reading from it directly would skip
@@ -200,6 +227,16 @@ impl<S: AsyncRead + Unpin> FramedConn<S> {
     pub async fn read_frame<T: DeserializeOwned>(&mut self) -> Result<T, CodecError> {
         let FramedConn { io, reader } = self;
         poll_fn(|cx| reader.poll_frame(io, cx)).await
+    }
+
+    /// Reads one frame and also returns its body as it was on the wire (for a signature over
+    /// exactly what was sent). Cancel-safe.
+    pub async fn read_frame_and_body<T: DeserializeOwned>(
+        &mut self,
+    ) -> Result<(T, Bytes), CodecError> {
+        let FramedConn { io, reader } = self;
+        let body = poll_fn(|cx| reader.poll_body(io, cx)).await?;
+        Ok((codec::decode(&body)?, body))
     }
 
     /// Reads more bytes into the buffer and returns everything buffered; for looking at a

@@ -5,10 +5,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use relay_core::client::Reconnect;
 use relay_core::codec;
 use relay_core::frame::FramedConn;
 use relay_core::mux::{self, Role};
-use relay_core::protocol::{ClientControl, Hello, PREFACE, PREFACE_LEN, Reply, Welcome};
+use relay_core::protocol::{ClientControl, Grant, Hello, PREFACE, PREFACE_LEN, Reply, Welcome};
 use relay_core::{Error, RelayConfig, SessionEnd, TunnelConfig, TunnelListener};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 async fn relay_drops_a_session_whose_client_stops_sending_heartbeats() {
     let relay = TestRelay::start(RelayConfig {
         heartbeat_interval: Duration::from_millis(100),
+        // No lease, so the public port closing shows the session's end.
+        lease_ttl: Duration::ZERO,
         ..RelayConfig::default()
     })
     .await;
@@ -24,19 +27,17 @@ async fn relay_drops_a_session_whose_client_stops_sending_heartbeats() {
     // while keeping the TCP connection open.
     let sock = TcpStream::connect(relay.addr).await.expect("connect");
     let mut conn = FramedConn::new(sock, 4096);
-    let hello = Hello::Tunnel {
-        preferred_port: None,
-    };
+    let hello = one_tunnel();
     conn.write_preface_and_frame(&hello).await.expect("hello");
     while conn.buffered().len() < PREFACE_LEN {
         conn.fill().await.expect("preface");
     }
     assert_eq!(conn.buffered()[..PREFACE_LEN], PREFACE);
     conn.consume(PREFACE_LEN);
-    let Reply::Welcome(Welcome { public_port, .. }) = conn.read_frame().await.expect("welcome")
-    else {
+    let Reply::Welcome(Welcome { tunnels, .. }) = conn.read_frame().await.expect("welcome") else {
         panic!("no welcome");
     };
+    let public_port = tunnels[0].public_port;
     let keep = CancellationToken::new();
     let (sock, early) = conn.into_parts();
     let silent = mux::start(sock, &early, Role::Dialer, 16, keep.clone());
@@ -75,10 +76,14 @@ async fn client_notices_a_relay_that_stops_answering() {
         let _hello: Hello = conn.read_frame().await.expect("hello");
         let welcome = Reply::Welcome(Welcome {
             session_id: 1,
-            public_port: 1,
+            tunnels: vec![Grant {
+                public_port: 1,
+                lease: None,
+            }],
             public_host: None,
             max_visitors: 10,
             heartbeat_interval_ms: 100,
+            lease_ttl_ms: 0,
         });
         conn.write_preface_and_frame(&welcome)
             .await
@@ -93,7 +98,11 @@ async fn client_notices_a_relay_that_stops_answering() {
         drop((control, token));
     });
 
-    let listener = TunnelListener::connect(&addr.to_string(), TunnelConfig::default())
+    let config = TunnelConfig {
+        reconnect: Reconnect::never(),
+        ..TunnelConfig::default()
+    };
+    let listener = TunnelListener::connect(&addr.to_string(), config)
         .await
         .expect("tunnel");
     let started = Instant::now();

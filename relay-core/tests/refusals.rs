@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use relay_core::frame::FramedConn;
-use relay_core::protocol::{ErrorCode, Hello, PREFACE, PREFACE_LEN, Reply};
+use relay_core::protocol::{ErrorCode, PREFACE, PREFACE_LEN, Reply};
 use relay_core::{Error, RelayConfig, TunnelConfig, TunnelListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -72,9 +72,7 @@ async fn a_client_that_breaks_the_yamux_rules_loses_its_connection_at_once() {
     .await;
     let sock = TcpStream::connect(relay.addr).await.expect("connect");
     let mut conn = FramedConn::new(sock, 4096);
-    let hello = Hello::Tunnel {
-        preferred_port: None,
-    };
+    let hello = one_tunnel();
     conn.write_preface_and_frame(&hello).await.expect("hello");
     while conn.buffered().len() < PREFACE_LEN {
         conn.fill().await.expect("preface");
@@ -110,5 +108,9 @@ async fn a_client_that_breaks_the_yamux_rules_loses_its_connection_at_once() {
         .windows(12)
         .any(|h| h[0] == 0 && h[1] == 3 && h[8..12] == [0, 0, 0, 1]);
     assert!(goaway, "no protocol-error GoAway in {seen:02x?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -474,9 +474,7 @@ async fn a_client_that_never_opens_its_control_stream_is_dropped() {
     })
     .await;
     let mut sock = TcpStream::connect(relay.addr).await.expect("connect");
-    let hello = relay_core::protocol::Hello::Tunnel {
-        preferred_port: None,
-    };
+    let hello = one_tunnel();
     relay_core::codec::write_preface_and_frame(&mut sock, &hello)
         .await
         .expect("hello");

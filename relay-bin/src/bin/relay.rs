@@ -77,6 +77,16 @@ struct Args {
     /// On SIGINT/SIGTERM, how long to let sessions and transfers finish.
     #[arg(long, env = "RELAY_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     drain_timeout: Duration,
+
+    /// How long the ports of a client whose connection was lost stay reserved for it (0: freed
+    /// at once).
+    #[arg(long, env = "RELAY_LEASE_TTL", value_parser = parse_duration, default_value = "30s")]
+    lease_ttl: Duration,
+
+    /// Secret every client must prove it holds (at least 16 characters) [default: none, the
+    /// relay is open to anyone].
+    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true, value_parser = relay_bin::parse_token)]
+    token: Option<relay_core::auth::Token>,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +112,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_transfers: args.max_transfers,
         offer_ttl: args.offer_ttl,
         drain_timeout: args.drain_timeout,
+        lease_ttl: args.lease_ttl,
+        access: args
+            .token
+            .clone()
+            .map_or_else(server::Access::open, server::Access::single),
     };
     let workers = Workers::start(args.threads).context("cannot start worker threads")?;
     let relay = RelayServer::new(listener, config)
@@ -116,6 +131,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         fd_limit,
         "relay listening"
     );
+    if args.token.is_none() && !control.ip().is_loopback() {
+        tracing::warn!(
+            "no token set: anyone who can reach this relay may open tunnels on it; \
+             set --token or RELAY_TOKEN before exposing it to the internet"
+        );
+    }
     if fd_limit < 4096 {
         tracing::warn!(
             fd_limit,

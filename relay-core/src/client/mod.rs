@@ -1,7 +1,9 @@
 //! Client side of the protocol: tunnels ([`TunnelListener`]) and file-transfer rendezvous
 //! ([`Offer`], [`claim`]).
 
+mod incoming;
 mod rendezvous;
+mod session;
 mod tunnel;
 mod visitor;
 
@@ -9,43 +11,104 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-pub use rendezvous::{Offer, PairedStream, claim, offer};
+pub use rendezvous::{Offer, PairedStream, claim, claim_with, offer, offer_with};
+pub use session::Reconnect;
 pub use tunnel::{PublicAddr, TunnelConfig, TunnelListener};
 pub use visitor::{IncomingVisitor, Visitor};
 
-use crate::codec::CodecError;
+use crate::auth::{NO_BINDING, Token};
+use crate::codec::{self, CodecError};
 use crate::error::{Error, Result};
 use crate::frame::FramedConn;
 use crate::net::{connect, tune_session_socket};
 use crate::protocol::{
-    DEFAULT_MAX_FRAME_LEN, Hello, PREFACE_LEN, PROTOCOL_VERSION, Reply, parse_preface,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_LEN, ErrorCode, Hello, PREFACE_LEN,
+    PROTOCOL_VERSION, Reply, parse_preface,
 };
 
-/// Dials the relay, sends `hello`, and reads the relay's one reply, all within `deadline`
-/// (connecting has its own deadline on top). Error replies become [`Error::Rejected`]. The
-/// connection comes back framed: bytes the relay sent after its reply are still buffered.
+/// How a client reaches the relay: shared by tunnels and transfers.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    /// Deadline for the handshake (connecting has its own deadline on top).
+    pub handshake_timeout: Duration,
+    /// The token the relay requires, if it requires one. Never sent: the client proves it
+    /// holds it by answering the relay's challenge.
+    pub token: Option<Token>,
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        ConnectConfig {
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            token: None,
+        }
+    }
+}
+
+/// Dials the relay, sends `hello`, answers a token challenge, and reads the relay's reply, all
+/// within the handshake deadline. Error replies become [`Error::Rejected`]; a redirect is
+/// followed once. The connection comes back framed: bytes the relay sent after its reply are
+/// still buffered.
 pub(crate) async fn handshake(
     relay: &str,
     hello: &Hello,
-    deadline: Duration,
+    config: &ConnectConfig,
 ) -> Result<(FramedConn<TcpStream>, Reply)> {
-    let sock = connect(relay).await?;
-    tune_session_socket(&sock);
-    let mut conn = FramedConn::new(sock, DEFAULT_MAX_FRAME_LEN);
-    let exchange = async {
-        conn.write_preface_and_frame(hello).await?;
-        read_reply(&mut conn).await
+    let first = exchange(relay, hello, config).await?;
+    let (conn, reply) = match first {
+        (_, Reply::Redirect { to }) => {
+            tracing::debug!(relay, to, "redirected to another relay");
+            match exchange(&to, hello, config).await? {
+                (_, Reply::Redirect { .. }) => {
+                    return Err(Error::Protocol(format!(
+                        "the relay at {to} redirected again; giving up"
+                    )));
+                }
+                answer => answer,
+            }
+        }
+        answer => answer,
     };
-    let reply = tokio::time::timeout(deadline, exchange)
-        .await
-        .map_err(|_| Error::timeout("handshake with the relay", deadline))??;
     match reply {
         Reply::Error { code, message } => Err(Error::Rejected { code, message }),
         reply => Ok((conn, reply)),
     }
 }
 
-/// Reads the relay's preface and one reply frame.
+async fn exchange(
+    relay: &str,
+    hello: &Hello,
+    config: &ConnectConfig,
+) -> Result<(FramedConn<TcpStream>, Reply)> {
+    let sock = connect(relay).await?;
+    tune_session_socket(&sock);
+    let mut conn = FramedConn::new(sock, DEFAULT_MAX_FRAME_LEN);
+    let deadline = config.handshake_timeout;
+    let talk = async {
+        conn.write_preface_and_frame(hello).await?;
+        let reply = read_reply(&mut conn).await?;
+        let Reply::Challenge { nonce } = reply else {
+            return Ok(reply);
+        };
+        let Some(token) = &config.token else {
+            return Err(Error::Rejected {
+                code: ErrorCode::Unauthorized,
+                message: "this relay requires a token; pass --token or set RELAY_TOKEN".into(),
+            });
+        };
+        // The proof covers the hello exactly as it was sent.
+        let frame = codec::encode(hello)?;
+        let proof = token.prove(&nonce, &NO_BINDING, &frame[codec::LEN_PREFIX..]);
+        conn.write_frame(&proof).await?;
+        Ok(conn.read_frame().await?)
+    };
+    let reply = tokio::time::timeout(deadline, talk)
+        .await
+        .map_err(|_| Error::timeout("handshake with the relay", deadline))??;
+    Ok((conn, reply))
+}
+
+/// Reads the relay's preface and its first reply frame.
 async fn read_reply(conn: &mut FramedConn<TcpStream>) -> Result<Reply> {
     while conn.buffered().len() < PREFACE_LEN {
         conn.fill().await.map_err(|e| match e {
@@ -67,14 +130,18 @@ async fn read_reply(conn: &mut FramedConn<TcpStream>) -> Result<Reply> {
             // `Reply::Error` is encoded the same in every version, so the relay's own
             // explanation is readable; anything else gets ours.
             let mismatch = format!(
-                "the relay speaks protocol version {v}, this client speaks {PROTOCOL_VERSION}"
+                "the relay speaks protocol version {v}, this client speaks {PROTOCOL_VERSION}; \
+                 use matching releases"
             );
             match conn.read_frame().await {
-                Ok(Reply::Error { code, message }) => Err(Error::Rejected {
-                    code,
+                Ok(Reply::Error { message, .. }) => Err(Error::Rejected {
+                    code: ErrorCode::VersionMismatch,
                     message: format!("{message} ({mismatch})"),
                 }),
-                _ => Err(Error::Protocol(mismatch)),
+                _ => Err(Error::Rejected {
+                    code: ErrorCode::VersionMismatch,
+                    message: mismatch,
+                }),
             }
         }
         Some(_) => Ok(conn.read_frame().await?),

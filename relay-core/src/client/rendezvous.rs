@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::ConnectConfig;
 use crate::codec::CodecError;
 use crate::ending::SessionEnd;
 use crate::error::{Error, Result};
@@ -46,7 +47,16 @@ impl PairedStream {
 
 /// Registers an offer with the relay at `relay` (`HOST:PORT` or `[V6]:PORT`).
 pub async fn offer(relay: &str, handshake_timeout: Duration) -> Result<Offer> {
-    let (conn, reply) = super::handshake(relay, &Hello::Send, handshake_timeout).await?;
+    let config = ConnectConfig {
+        handshake_timeout,
+        ..ConnectConfig::default()
+    };
+    offer_with(relay, &config).await
+}
+
+/// [`offer`], with a token and other connection settings.
+pub async fn offer_with(relay: &str, config: &ConnectConfig) -> Result<Offer> {
+    let (conn, reply) = super::handshake(relay, &Hello::Send, config).await?;
     match reply {
         Reply::Offered {
             nameplate,
@@ -125,10 +135,24 @@ pub async fn claim(
     nameplate: &str,
     handshake_timeout: Duration,
 ) -> Result<PairedStream> {
+    let config = ConnectConfig {
+        handshake_timeout,
+        ..ConnectConfig::default()
+    };
+    claim_with(relay, nameplate, &config).await
+}
+
+/// [`claim`], with a token and other connection settings. A relay that does not hold the offer
+/// may redirect to the one that does; the redirect is followed once.
+pub async fn claim_with(
+    relay: &str,
+    nameplate: &str,
+    config: &ConnectConfig,
+) -> Result<PairedStream> {
     let hello = Hello::Receive {
         nameplate: nameplate.to_string(),
     };
-    let (conn, reply) = super::handshake(relay, &hello, handshake_timeout).await?;
+    let (conn, reply) = super::handshake(relay, &hello, config).await?;
     match reply {
         // Bytes the sender sent right after the pairing may have been read with the reply.
         Reply::Paired => Ok(PairedStream(conn.into())),

@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
@@ -115,7 +116,7 @@ pub struct Mux {
     pub inbound: mpsc::Receiver<Substream>,
     /// Runs the connection until it ends or `shutdown` is cancelled; resolves to why it ended
     /// ([`SessionEnd::Closed`] when `shutdown` ended it).
-    pub driver: futures::future::BoxFuture<'static, SessionEnd>,
+    pub driver: BoxFuture<'static, SessionEnd>,
 }
 
 impl std::fmt::Debug for Mux {
@@ -136,6 +137,28 @@ pub fn start<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (inbound_tx, inbound) = mpsc::channel(inbound_backlog.max(1));
+    let (handle, driver) = start_into(io, early, role, inbound_tx, shutdown);
+    Mux {
+        handle,
+        inbound,
+        driver,
+    }
+}
+
+/// Like [`start`], delivering the peer's streams into `inbound`, which may outlive this
+/// connection (a reconnecting client keeps one queue across its sessions). A stream that finds
+/// the queue full is reset.
+pub fn start_into<T>(
+    io: T,
+    early: &[u8],
+    role: Role,
+    inbound: mpsc::Sender<Substream>,
+    shutdown: CancellationToken,
+) -> (MuxHandle, BoxFuture<'static, SessionEnd>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mode = match role {
         Role::Dialer => Mode::Client,
         Role::Acceptor => Mode::Server,
@@ -145,20 +168,23 @@ where
     let io = SessionIo::watched(io, lost.clone(), goaway.clone(), early);
     let conn = Connection::new(io.compat(), yamux_config(), mode);
     let (open_tx, open_rx) = mpsc::channel(64);
-    let (inbound_tx, inbound_rx) = mpsc::channel(inbound_backlog.max(1));
     let closed = CancellationToken::new();
     let streams = StreamFactory { lost };
     let signals = Signals { goaway };
-    let driver = drive(conn, streams, signals, open_rx, inbound_tx, shutdown, closed.clone());
-    let driver = driver.boxed();
-    Mux {
-        handle: MuxHandle {
-            open: open_tx,
-            closed,
-        },
-        inbound: inbound_rx,
-        driver,
-    }
+    let driver = drive(
+        conn,
+        streams,
+        signals,
+        open_rx,
+        inbound,
+        shutdown,
+        closed.clone(),
+    );
+    let handle = MuxHandle {
+        open: open_tx,
+        closed,
+    };
+    (handle, driver.boxed())
 }
 
 /// What the driver learns from the socket layer.

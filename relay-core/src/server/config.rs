@@ -3,6 +3,7 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use super::access::Access;
 use crate::protocol::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_FRAME_LEN, MAX_FRAME_LEN,
     MAX_VISITORS_PER_TUNNEL,
@@ -22,6 +23,8 @@ pub const DEFAULT_MAX_TRANSFERS: usize = 1024;
 pub const DEFAULT_OFFER_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Default for [`RelayConfig::drain_timeout`].
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for [`RelayConfig::lease_ttl`].
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// Everything a relay can be told. `Default` gives the documented production defaults.
 #[derive(Debug, Clone)]
@@ -51,6 +54,11 @@ pub struct RelayConfig {
     pub offer_ttl: Duration,
     /// On shutdown, how long sessions and transfers get to finish before they are cut.
     pub drain_timeout: Duration,
+    /// How long the public ports of a session lost without a goodbye stay reserved for their
+    /// client (zero: freed at once).
+    pub lease_ttl: Duration,
+    /// The tokens clients must hold; open when empty.
+    pub access: Access,
 }
 
 impl Default for RelayConfig {
@@ -67,6 +75,8 @@ impl Default for RelayConfig {
             max_transfers: DEFAULT_MAX_TRANSFERS,
             offer_ttl: DEFAULT_OFFER_TTL,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            access: Access::open(),
         }
     }
 }
@@ -128,11 +138,18 @@ impl RelayConfig {
         if self.heartbeat_interval.as_millis() > u128::from(u32::MAX) {
             return Err("heartbeat interval is too long".into());
         }
+        if self.lease_ttl.as_millis() > u128::from(u32::MAX) {
+            return Err("lease time is too long".into());
+        }
         Ok((self, ports))
     }
 
     pub(crate) fn heartbeat_interval_ms(&self) -> u32 {
         u32::try_from(self.heartbeat_interval.as_millis()).unwrap_or(u32::MAX)
+    }
+
+    pub(crate) fn lease_ttl_ms(&self) -> u32 {
+        u32::try_from(self.lease_ttl.as_millis()).unwrap_or(u32::MAX)
     }
 }
 

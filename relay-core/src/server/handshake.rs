@@ -1,15 +1,130 @@
-//! The relay's side of the handshake: judge the preface, read one hello, answer errors.
+//! The relay's side of the handshake: judge the preface, read one hello, check the client's
+//! token, answer errors.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::access::{Access, NamedToken};
+use crate::auth::NO_BINDING;
 use crate::codec::{self, CodecError};
 use crate::frame::FramedConn;
 use crate::protocol::{
-    ErrorCode, Hello, MAGIC, PREFACE_LEN, PROTOCOL_VERSION, Reply, parse_preface,
+    ErrorCode, Hello, MAGIC, PREFACE_LEN, PROTOCOL_VERSION, Proof, Reply, parse_preface,
 };
+
+/// A client past its hello: the connection, and what the relay has learnt about it.
+#[derive(Debug)]
+pub(super) struct Client {
+    pub(super) conn: FramedConn<TcpStream>,
+    pub(super) peer: SocketAddr,
+    /// The token it proved to hold, when the relay requires one.
+    pub(super) token: Option<Arc<NamedToken>>,
+    /// The relay's preface went out already (with a challenge).
+    preface_sent: bool,
+}
+
+impl Client {
+    pub(super) fn new(conn: FramedConn<TcpStream>, peer: SocketAddr) -> Self {
+        Client {
+            conn,
+            peer,
+            token: None,
+            preface_sent: false,
+        }
+    }
+
+    /// Sends one reply, behind the relay's preface if it has not gone out yet.
+    pub(super) async fn reply(&mut self, reply: &Reply) -> Result<(), CodecError> {
+        if self.preface_sent {
+            self.conn.write_frame(reply).await
+        } else {
+            self.preface_sent = true;
+            self.conn.write_preface_and_frame(reply).await
+        }
+    }
+
+    /// Refuses the client with `code` and `message`, then closes gently.
+    pub(super) async fn refuse(mut self, code: ErrorCode, message: String) {
+        let _ = self.reply(&Reply::Error { code, message }).await;
+        linger_close(self.conn.get_mut()).await;
+    }
+
+    /// Detaches the client from this thread's runtime, to hand it to a task on another.
+    pub(super) fn into_handover(self) -> std::io::Result<Handover> {
+        let max_len = self.conn.max_len();
+        let (sock, early) = self.conn.into_parts();
+        Ok(Handover {
+            sock: sock.into_std()?,
+            early,
+            max_len,
+            peer: self.peer,
+            token: self.token,
+            preface_sent: self.preface_sent,
+        })
+    }
+
+    /// Takes over a client handed over from another thread.
+    pub(super) fn adopt(h: Handover) -> std::io::Result<Client> {
+        let sock = TcpStream::from_std(h.sock)?;
+        Ok(Client {
+            conn: FramedConn::with_buffered(sock, &h.early, h.max_len),
+            peer: h.peer,
+            token: h.token,
+            preface_sent: h.preface_sent,
+        })
+    }
+
+    /// Challenges the client to prove it holds one of `access`'s tokens, bound to `hello` as
+    /// it was sent. On failure the client has been told, and the connection is closed.
+    pub(super) async fn authenticate(
+        &mut self,
+        access: &Access,
+        hello: &Bytes,
+    ) -> Result<(), AuthFailure> {
+        let nonce: [u8; 32] = rand::random();
+        self.reply(&Reply::Challenge { nonce })
+            .await
+            .map_err(|_| AuthFailure::Left)?;
+        let proof: Proof = match self.conn.read_frame().await {
+            Ok(proof) => proof,
+            Err(CodecError::Closed | CodecError::Truncated | CodecError::Io(_)) => {
+                return Err(AuthFailure::Left);
+            }
+            Err(_) => return Err(AuthFailure::Wrong),
+        };
+        let token = access.find(&proof.key_id).ok_or(AuthFailure::Wrong)?;
+        if !token.token.verify(&proof, &nonce, &NO_BINDING, hello) {
+            return Err(AuthFailure::Wrong);
+        }
+        self.token = Some(token);
+        Ok(())
+    }
+}
+
+/// A client on its way to a task on another worker thread (a receiver to its offer).
+#[derive(Debug)]
+pub(super) struct Handover {
+    sock: std::net::TcpStream,
+    early: Bytes,
+    max_len: usize,
+    peer: SocketAddr,
+    token: Option<Arc<NamedToken>>,
+    preface_sent: bool,
+}
+
+/// Why a client did not get past the token check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AuthFailure {
+    /// No token the relay knows, or a proof that does not check out.
+    Wrong,
+    /// The client left during the challenge.
+    Left,
+}
 
 /// Why a connection did not produce a hello.
 #[derive(Debug)]
@@ -45,7 +160,9 @@ const HTTP_METHODS: [&[u8]; 9] = [
 /// Reads the client's preface and hello. A connection whose first bytes are not our magic is
 /// turned away as soon as the first wrong byte arrives, so short junk (`GET /` and a newline)
 /// does not sit until the handshake deadline. Cancel-safe.
-pub(crate) async fn read_hello(conn: &mut FramedConn<TcpStream>) -> Result<Hello, Rejection> {
+pub(crate) async fn read_hello(
+    conn: &mut FramedConn<TcpStream>,
+) -> Result<(Hello, Bytes), Rejection> {
     while conn.buffered().len() < PREFACE_LEN {
         let head = conn.fill().await.map_err(Rejection::Frame)?;
         let magic_part = head.len().min(MAGIC.len());
@@ -64,7 +181,9 @@ pub(crate) async fn read_hello(conn: &mut FramedConn<TcpStream>) -> Result<Hello
     let version = parse_preface(&preface);
     conn.consume(PREFACE_LEN);
     match version {
-        Some(v) if v == PROTOCOL_VERSION => conn.read_frame().await.map_err(Rejection::Frame),
+        Some(v) if v == PROTOCOL_VERSION => {
+            conn.read_frame_and_body().await.map_err(Rejection::Frame)
+        }
         Some(v) => Err(Rejection::Version(v)),
         None => Err(Rejection::NotRelay {
             looks_like_http: false,

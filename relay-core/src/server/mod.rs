@@ -12,8 +12,10 @@
 //! # }
 //! ```
 
+mod access;
 mod config;
 mod handshake;
+mod leases;
 mod ports;
 mod refusals;
 mod rendezvous;
@@ -33,13 +35,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+pub use access::{Access, NamedToken};
 pub use config::*;
 
 use crate::error::{Error, Result};
 use crate::frame::FramedConn;
 use crate::net::tune_session_socket;
 use crate::protocol::{ErrorCode, Hello};
-use handshake::{Rejection, answer_rejection, read_hello, refuse};
+use handshake::{AuthFailure, Client, Rejection, answer_rejection, read_hello, refuse};
+use leases::Leases;
 use ports::PortPool;
 use refusals::{REFUSAL_WINDOW, Refusal, Refusals};
 use rendezvous::Offers;
@@ -67,6 +71,7 @@ pub struct RelayServer {
 struct Shared {
     config: RelayConfig,
     ports: PortPool,
+    leases: Arc<Leases>,
     sessions: Arc<Semaphore>,
     transfers: Arc<Semaphore>,
     offers: Offers,
@@ -92,6 +97,7 @@ impl RelayServer {
         let ports = PortPool::new(local.ip(), port_range);
         let shared = Shared {
             ports,
+            leases: Arc::default(),
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
             transfers: Arc::new(Semaphore::new(config.max_transfers)),
             offers: Offers::new(),
@@ -185,6 +191,8 @@ impl RelayServer {
             self.shared.tasks.spawn_on(conn.instrument(span), worker);
         }
         drop(self.listener);
+        // A stopping relay keeps nothing for anyone: leased ports close with it.
+        self.shared.leases.clear();
         self.shared.refusals.summarize();
         let tasks = &self.shared.tasks;
         tasks.close();
@@ -245,7 +253,7 @@ async fn handle_connection(
         () = shutdown.cancelled() => return,
         hello = tokio::time::timeout(config.handshake_timeout, read_hello(&mut conn)) => hello,
     };
-    let hello = match hello {
+    let (hello, hello_bytes) = match hello {
         Err(_) => {
             debug!(timeout = ?config.handshake_timeout, "handshake timed out; closing");
             return;
@@ -261,13 +269,36 @@ async fn handle_connection(
         }
         Ok(Ok(hello)) => hello,
     };
+    let mut client = Client::new(conn, peer);
+    if !config.access.is_open() {
+        let checked = tokio::time::timeout(
+            config.handshake_timeout,
+            client.authenticate(&config.access, &hello_bytes),
+        )
+        .await;
+        match checked {
+            Ok(Ok(())) => {}
+            Ok(Err(AuthFailure::Left)) | Err(_) => {
+                debug!("client left during the token check");
+                return;
+            }
+            Ok(Err(AuthFailure::Wrong)) => {
+                if shared.refusals.note(Refusal::AuthFailed) {
+                    warn!("authentication failed; refusing");
+                }
+                let message = "authentication failed: this relay requires a valid token \
+                               (--token or RELAY_TOKEN)"
+                    .to_string();
+                client.refuse(ErrorCode::Unauthorized, message).await;
+                return;
+            }
+        }
+    }
     drop(handshake_permit);
     match hello {
-        Hello::Tunnel { preferred_port } => {
-            session::run(conn, peer, preferred_port, shared, shutdown).await
-        }
-        Hello::Send => rendezvous::offer(conn, shared, shutdown).await,
-        Hello::Receive { nameplate } => rendezvous::claim(conn, peer.ip(), nameplate, shared).await,
+        Hello::Tunnel { tunnels } => session::run(client, tunnels, shared, shutdown).await,
+        Hello::Send => rendezvous::offer(client, shared, shutdown).await,
+        Hello::Receive { nameplate } => rendezvous::claim(client, nameplate, shared).await,
     }
 }
 

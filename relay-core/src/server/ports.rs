@@ -25,6 +25,12 @@ pub(crate) struct PortLease {
     taken: Arc<Mutex<BTreeSet<u16>>>,
 }
 
+impl PortLease {
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+}
+
 impl Drop for PortLease {
     fn drop(&mut self) {
         self.taken

@@ -34,10 +34,12 @@ pub(super) enum Refusal {
     UnknownNameplate,
     /// A claim's nameplate was malformed.
     BadNameplate,
+    /// A client presented no valid token.
+    AuthFailed,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 8] = [
+    const ALL: [Refusal; 9] = [
         Refusal::HandshakeCap,
         Refusal::SessionCap,
         Refusal::NoFreePort,
@@ -46,6 +48,7 @@ impl Refusal {
         Refusal::ClaimRate,
         Refusal::UnknownNameplate,
         Refusal::BadNameplate,
+        Refusal::AuthFailed,
     ];
 
     /// A short, stable name for logs and metrics.
@@ -59,6 +62,7 @@ impl Refusal {
             Refusal::ClaimRate => "claim_rate",
             Refusal::UnknownNameplate => "unknown_nameplate",
             Refusal::BadNameplate => "bad_nameplate",
+            Refusal::AuthFailed => "auth_failed",
         }
     }
 }

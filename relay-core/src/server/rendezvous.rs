@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -19,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Shared;
-use super::handshake::refuse;
+use super::handshake::{Client, Handover};
 use super::refusals::Refusal;
 use crate::codec::CodecError;
 use crate::ending::{Peer, SessionEnd};
@@ -29,9 +28,8 @@ use crate::net::reset_on_close;
 use crate::protocol::{ErrorCode, OfferEvent, Reply, SenderMessage, nameplate};
 use crate::splice::{Meter, splice};
 
-/// A receiver's connection on its way to the offer it claimed, with the bytes it sent after its
-/// hello. A std socket, so the offer's worker thread can adopt it.
-type Claimant = (std::net::TcpStream, Bytes);
+/// A receiver on its way to the offer it claimed (which may run on another worker thread).
+type Claimant = Handover;
 
 /// Claims one address may make per [`CLAIM_WINDOW`]. Nameplates are short, so without a limit a
 /// client could claim numbers in a loop and spoil other people's offers (it would still learn
@@ -121,11 +119,7 @@ impl Drop for Withdraw<'_> {
 }
 
 /// Serves a sender: registers the offer, keeps it alive, and runs the transfer once claimed.
-pub(super) async fn offer(
-    mut sender: FramedConn<TcpStream>,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) {
+pub(super) async fn offer(mut sender: Client, shared: Arc<Shared>, shutdown: CancellationToken) {
     let config = &shared.config;
     let Ok(_permit) = shared.transfers.clone().try_acquire_owned() else {
         if shared.refusals.note(Refusal::TransferCap) {
@@ -138,7 +132,7 @@ pub(super) async fn offer(
             "relay is full ({} transfers); try again later",
             config.max_transfers
         );
-        refuse(sender.get_mut(), ErrorCode::Busy, msg).await;
+        sender.refuse(ErrorCode::Busy, msg).await;
         return;
     };
     let space = (config.max_transfers as u64)
@@ -155,7 +149,7 @@ pub(super) async fn offer(
         nameplate: nameplate.clone(),
         heartbeat_interval_ms: config.heartbeat_interval_ms(),
     };
-    if sender.write_preface_and_frame(&offered).await.is_err() {
+    if sender.reply(&offered).await.is_err() {
         return;
     }
     let span = info_span!("offer", nameplate = %nameplate);
@@ -163,13 +157,13 @@ pub(super) async fn offer(
         info!("offer registered");
         let mut claim_rx = claim_rx;
         let meter = Meter::new();
-        let outcome = transfer(sender, &mut claim_rx, &shared, &shutdown, &meter).await;
+        let outcome = transfer(sender.conn, &mut claim_rx, &shared, &shutdown, &meter).await;
         // A receiver may have been handed over just as the offer ended: answer it too.
         claim_rx.close();
-        if let Ok((receiver, _)) = claim_rx.try_recv() {
-            if let Ok(mut receiver) = TcpStream::from_std(receiver) {
+        if let Ok(receiver) = claim_rx.try_recv() {
+            if let Ok(receiver) = Client::adopt(receiver) {
                 let msg = "the sender went away".to_string();
-                refuse(&mut receiver, ErrorCode::PeerGone, msg).await;
+                receiver.refuse(ErrorCode::PeerGone, msg).await;
             }
         }
         let (up, down) = (meter.a_to_b(), meter.b_to_a());
@@ -209,12 +203,12 @@ async fn transfer(
     shutdown: &CancellationToken,
     meter: &Meter,
 ) -> Result<(), Ended> {
-    let (receiver, receiver_early) = wait_for_receiver(&mut sender, claim, shared, shutdown)
+    let receiver = wait_for_receiver(&mut sender, claim, shared, shutdown)
         .await
         .map_err(Ended::Waiting)?;
-    let mut receiver = TcpStream::from_std(receiver)
+    let mut receiver = Client::adopt(receiver)
         .map_err(|e| Ended::Transfer(format!("cannot adopt the receiver's connection: {e}")))?;
-    info!(receiver.addr = ?receiver.peer_addr().ok(), "offer claimed");
+    info!(receiver.addr = %receiver.peer, "offer claimed");
 
     // Pairing: the sender confirms, then both sides switch to raw bytes. Heartbeats that were in
     // flight are discarded; bytes after the confirmation belong to the receiver. Half the
@@ -234,14 +228,16 @@ async fn transfer(
         )),
     };
     if let Some((told, logged)) = why {
-        refuse(&mut receiver, ErrorCode::PeerGone, told.into()).await;
+        receiver.refuse(ErrorCode::PeerGone, told.into()).await;
         return Err(Ended::Transfer(format!(
             "sender did not confirm the pairing: {logged}"
         )));
     }
+    let started = receiver.reply(&Reply::Paired).await;
     let (mut sender, sender_early) = sender.into_parts();
+    let (mut receiver, receiver_early) = receiver.conn.into_parts();
     let start = async {
-        crate::codec::write_preface_and_frame(&mut receiver, &Reply::Paired).await?;
+        started?;
         receiver.write_all(&sender_early).await?;
         sender.write_all(&receiver_early).await?;
         Ok::<_, CodecError>(())
@@ -328,21 +324,16 @@ async fn confirm_pairing(sender: &mut FramedConn<TcpStream>) -> Result<(), Codec
 }
 
 /// Serves a receiver: hands its connection to the offer registered under `nameplate`.
-pub(super) async fn claim(
-    mut receiver: FramedConn<TcpStream>,
-    peer: IpAddr,
-    nameplate: String,
-    shared: Arc<Shared>,
-) {
+pub(super) async fn claim(receiver: Client, nameplate: String, shared: Arc<Shared>) {
     let refusals = &shared.refusals;
-    if !shared.offers.allow_claim(peer) {
+    if !shared.offers.allow_claim(receiver.peer.ip()) {
         if refusals.note(Refusal::ClaimRate) {
             warn!(claims = CLAIMS_PER_WINDOW, window = ?CLAIM_WINDOW, "claim rate limit reached");
         }
         let msg = format!(
             "too many codes tried from your address (more than {CLAIMS_PER_WINDOW} a minute); wait a minute"
         );
-        refuse(receiver.get_mut(), ErrorCode::Busy, msg).await;
+        receiver.refuse(ErrorCode::Busy, msg).await;
         return;
     }
     // Refused without being echoed back.
@@ -351,7 +342,7 @@ pub(super) async fn claim(
             info!("claim with a malformed nameplate");
         }
         let msg = "the code must start with the number the sender's relay assigned".to_string();
-        refuse(receiver.get_mut(), ErrorCode::BadRequest, msg).await;
+        receiver.refuse(ErrorCode::BadRequest, msg).await;
         return;
     }
     let Some(offer) = shared.offers.take(&nameplate) else {
@@ -361,23 +352,19 @@ pub(super) async fn claim(
         let msg = format!(
             "no transfer is waiting under number {nameplate} (wrong code, already used, or the sender stopped)"
         );
-        refuse(receiver.get_mut(), ErrorCode::UnknownNameplate, msg).await;
+        receiver.refuse(ErrorCode::UnknownNameplate, msg).await;
         return;
     };
     // The offer may live on another worker thread; it adopts the socket there.
-    let (receiver, early) = receiver.into_parts();
-    let receiver = match receiver.into_std() {
+    let receiver = match receiver.into_handover() {
         Ok(r) => r,
         Err(e) => return warn!(error = %e, "cannot hand the receiver to its offer"),
     };
-    if let Err((receiver, _)) = offer.send((receiver, early)) {
-        if let Ok(mut receiver) = TcpStream::from_std(receiver) {
-            refuse(
-                &mut receiver,
-                ErrorCode::PeerGone,
-                "the sender went away".into(),
-            )
-            .await;
+    if let Err(receiver) = offer.send(receiver) {
+        if let Ok(receiver) = Client::adopt(receiver) {
+            receiver
+                .refuse(ErrorCode::PeerGone, "the sender went away".into())
+                .await;
         }
     }
 }

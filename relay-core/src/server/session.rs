@@ -1,17 +1,19 @@
-//! One tunnel session on the relay: the client's connection, its public listener, its visitors.
+//! One tunnel session on the relay: the client's connection, its public listeners (one per
+//! tunnel), its visitors.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use futures::future::join_all;
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Shared;
-use super::handshake::refuse;
+use super::handshake::Client;
+use super::leases::Tunnel as Port;
 use super::refusals::Refusal;
 use super::visitor;
 use crate::codec::CodecError;
@@ -20,8 +22,13 @@ use crate::frame::FramedConn;
 use crate::liveness::{Beat, Liveness};
 use crate::mux::{self, MuxHandle, Role, Substream};
 use crate::net::reset_on_close;
-use crate::protocol::{ClientControl, ErrorCode, RelayControl, Reply, Welcome};
+use crate::protocol::{
+    ClientControl, ErrorCode, MAX_TUNNELS_PER_SESSION, RelayControl, Reply, TunnelRequest, Welcome,
+};
 use crate::splice::Meter;
+
+/// How long a lost connection's control stream is searched for the client's goodbye.
+const LAST_WORD: Duration = Duration::from_millis(100);
 
 /// How often a busy session sums up its visitors in the log (per-visitor lines are at debug).
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
@@ -41,13 +48,17 @@ pub(super) struct Tunnel {
 
 /// Serves one tunnel client from its hello to the end of its connection.
 pub(super) async fn run(
-    mut conn: FramedConn<TcpStream>,
-    peer: SocketAddr,
-    preferred_port: Option<u16>,
+    mut client: Client,
+    requests: Vec<TunnelRequest>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
     let config = &shared.config;
+    if requests.is_empty() || requests.len() > MAX_TUNNELS_PER_SESSION {
+        let msg = format!("ask for 1 to {MAX_TUNNELS_PER_SESSION} tunnels per connection");
+        client.refuse(ErrorCode::BadRequest, msg).await;
+        return;
+    }
     let Ok(_session_permit) = shared.sessions.clone().try_acquire_owned() else {
         if shared.refusals.note(Refusal::SessionCap) {
             warn!(
@@ -59,53 +70,62 @@ pub(super) async fn run(
             "relay is full ({} sessions); try again later",
             config.max_sessions
         );
-        refuse(conn.get_mut(), ErrorCode::Busy, msg).await;
+        client.refuse(ErrorCode::Busy, msg).await;
         return;
     };
-    let Some((listener, _lease)) = shared.ports.bind(preferred_port) else {
+    // Cancelled when the session ends for any reason, or when a reconnecting owner of its
+    // ports takes them over.
+    let session = CancellationToken::new();
+    let Some(ports) = shared
+        .leases
+        .grant(&shared.ports, &requests, &session)
+        .await
+    else {
         let range = shared.ports.describe();
         if shared.refusals.note(Refusal::NoFreePort) {
             warn!(ports = %range, "no free public port; refusing tunnel");
         }
         let msg = format!("no free public port in {range}");
-        refuse(conn.get_mut(), ErrorCode::NoFreePort, msg).await;
+        client.refuse(ErrorCode::NoFreePort, msg).await;
         return;
     };
-    let public_port = match listener.local_addr() {
-        Ok(a) => a.port(),
-        Err(e) => {
-            warn!(error = %e, "public listener has no address");
-            let msg = "relay failed to open a public port".to_string();
-            refuse(conn.get_mut(), ErrorCode::Internal, msg).await;
-            return;
-        }
-    };
+    let leasing = !config.lease_ttl.is_zero();
     let session_id = shared.next_id();
     let welcome = Reply::Welcome(Welcome {
         session_id,
-        public_port,
+        tunnels: ports.iter().map(|p| p.grant(leasing)).collect(),
         public_host: config.public_host.clone(),
         max_visitors: config.max_visitors_per_tunnel,
         heartbeat_interval_ms: config.heartbeat_interval_ms(),
+        lease_ttl_ms: config.lease_ttl_ms(),
     });
-    let sent = tokio::time::timeout(
-        config.handshake_timeout,
-        conn.write_preface_and_frame(&welcome),
-    )
-    .await;
+    let sent = tokio::time::timeout(config.handshake_timeout, client.reply(&welcome)).await;
     if !matches!(sent, Ok(Ok(()))) {
         debug!("client left before its welcome");
+        shared
+            .leases
+            .release(ports, leasing.then_some(config.lease_ttl));
         return;
     }
 
+    let lease_ttl = config.lease_ttl;
+    let public_ports: Vec<u16> = ports.iter().map(|p| p.port).collect();
     let span = info_span!(
         "session",
         session.id = session_id,
-        public.port = public_port
+        public.port = %PortList(&public_ports),
     );
     async move {
-        info!(client.addr = %peer, "session opened");
-        let (end, tunnel) = serve(conn, listener, &shared, shutdown).await;
+        let reclaimed = ports.iter().filter(|p| p.reclaimed).count();
+        let token = client
+            .token
+            .as_ref()
+            .map_or("-", |t| t.name.as_str())
+            .to_string();
+        info!(client.addr = %client.peer, %token, reclaimed, "session opened");
+        let (end, tunnel, ports) = serve(client, ports, &shared, shutdown, session).await;
+        let keep = leasing && !matches!(end, SessionEnd::PeerLeft | SessionEnd::RelayShutdown(_));
+        shared.leases.release(ports, keep.then_some(lease_ttl));
         let (visitors, bytes) = tunnel.map_or((0, Meter::new().into()), |t| {
             (t.visitors.load(Ordering::Relaxed), t.bytes.clone())
         });
@@ -115,6 +135,7 @@ pub(super) async fn run(
             visitors,
             bytes_in = bytes.a_to_b(),
             bytes_out = bytes.b_to_a(),
+            leased = keep,
             "session closed"
         );
     }
@@ -122,18 +143,21 @@ pub(super) async fn run(
     .await
 }
 
-/// Runs the session until it ends; returns why, and the tunnel's counters once it had any.
+/// Runs the session until it ends; returns why, the tunnel's counters once it had any, and
+/// its ports (for leasing or freeing).
 async fn serve(
-    conn: FramedConn<TcpStream>,
-    listener: TcpListener,
+    client: Client,
+    mut ports: Vec<Port>,
     shared: &Arc<Shared>,
     relay_shutdown: CancellationToken,
-) -> (SessionEnd, Option<Arc<Tunnel>>) {
+    session: CancellationToken,
+) -> (SessionEnd, Option<Arc<Tunnel>>, Vec<Port>) {
     let config = &shared.config;
-    // Cancelled when the session ends for any reason; visitors hang off it.
-    let session = CancellationToken::new();
-    let _end_session = session.clone().drop_guard();
-    let (sock, early) = conn.into_parts();
+    let replaced = session.clone();
+    // Ends the session (and resets every visitor) however this function is left.
+    let _end_session = session.child_token().drop_guard();
+    let session = session.child_token();
+    let (sock, early) = client.conn.into_parts();
     // The client opens only its control stream; a small queue is plenty.
     let mut mux = mux::start(sock, &early, Role::Acceptor, 4, session.clone());
     let driver = mux.driver;
@@ -149,9 +173,8 @@ async fn serve(
     let Some(control) = control else {
         driver.abort();
         let end = SessionEnd::Protocol("no control stream opened after the welcome".into());
-        return (end, None);
+        return (end, None, ports);
     };
-    let visitors = Arc::new(Semaphore::new(config.max_visitors_per_tunnel as usize));
     let tunnel = Arc::new(Tunnel {
         mux: mux.handle.clone(),
         visitors: AtomicU64::new(0),
@@ -159,37 +182,80 @@ async fn serve(
         session: session.clone(),
         answer_timeout: config.handshake_timeout,
     });
+    let cap = config.max_visitors_per_tunnel as usize;
+    let limits: Vec<Arc<Semaphore>> = ports
+        .iter()
+        .map(|_| Arc::new(Semaphore::new(cap)))
+        .collect();
 
-    let control = FramedConn::new(control, config.max_frame_len);
-    let liveness = Liveness::new(config.heartbeat_interval);
-    let end = tokio::select! {
-        end = heartbeats(control, liveness, relay_shutdown.clone()) => end,
-        end = accept_visitors(&listener, tunnel.clone(), &visitors, shared) => end,
-        end = reject_extra_streams(&mut mux.inbound) => end,
-        () = summarize(&tunnel, &visitors, config.max_visitors_per_tunnel) => unreachable!("summaries never end"),
-        r = &mut driver => r.unwrap_or_else(|e| SessionEnd::ConnectionLost(format!("connection task failed: {e}"))),
+    let mut control = FramedConn::new(control, config.max_frame_len);
+    let mut liveness = Liveness::new(config.heartbeat_interval);
+    let accepting = join_all(
+        ports
+            .iter()
+            .zip(&limits)
+            .enumerate()
+            .map(|(i, (port, limit))| {
+                accept_visitors(&port.listener, i as u16, tunnel.clone(), limit, shared)
+            }),
+    );
+    let first = tokio::select! {
+        end = heartbeats(&mut control, &mut liveness, &relay_shutdown) => Ok(end),
+        _ = accepting => unreachable!("accept loops never end"),
+        // Its queue closes when the connection ends.
+        end = reject_extra_streams(&mut mux.inbound) => Err(end),
+        () = summarize(&tunnel, &limits, cap) => unreachable!("summaries never end"),
+        () = replaced.cancelled() => Ok(SessionEnd::Replaced),
+        r = &mut driver => Err(r.unwrap_or_else(|e| SessionEnd::ConnectionLost(format!("connection task failed: {e}")))),
     };
-    // Closing the public port first means no visitor arrives into a dying session.
-    drop(listener);
+    let end = match first {
+        Ok(end) => end,
+        // A client that stops says goodbye just before it closes; the frame may still be
+        // waiting in the control stream when the connection's end is noticed.
+        Err(cut) => {
+            let last = heartbeats(&mut control, &mut liveness, &relay_shutdown);
+            match tokio::time::timeout(LAST_WORD, last).await {
+                Ok(SessionEnd::PeerLeft) => SessionEnd::PeerLeft,
+                _ => cut,
+            }
+        }
+    };
     if relay_shutdown.is_cancelled() && !driver.is_finished() {
-        // Draining: visitors already inside may finish until the relay's drain deadline.
-        let all = config.max_visitors_per_tunnel;
+        // Draining: no new visitors (the ports close now), but those already inside may finish
+        // until the relay's drain deadline.
+        shared.leases.release(std::mem::take(&mut ports), None);
+        let inside = join_all(limits.iter().map(|l| l.acquire_many(cap as u32)));
         tokio::select! {
-            _ = visitors.acquire_many(all) => {}
+            _ = inside => {}
             () = shared.hard_stop.cancelled() => {}
             _ = &mut driver => {}
         }
     }
     session.cancel();
-    (end, Some(tunnel))
+    (end, Some(tunnel), ports)
 }
 
-/// Answers the client's heartbeats; ends when the client falls silent, the stream ends, or the
-/// relay shuts down (after telling the client).
+/// The session's public ports, for its log span: `8081` or `8081,8082`.
+struct PortList<'a>(&'a [u16]);
+
+impl std::fmt::Display for PortList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Answers the client's heartbeats; ends when the client falls silent, says goodbye, the
+/// stream ends, or the relay shuts down (after telling the client).
 async fn heartbeats(
-    mut control: FramedConn<Substream>,
-    mut liveness: Liveness,
-    relay_shutdown: CancellationToken,
+    control: &mut FramedConn<Substream>,
+    liveness: &mut Liveness,
+    relay_shutdown: &CancellationToken,
 ) -> SessionEnd {
     loop {
         let frame = tokio::select! {
@@ -208,6 +274,7 @@ async fn heartbeats(
         liveness.heard();
         let result = match frame {
             Ok(ClientControl::Ping(seq)) => control.write_frame(&RelayControl::Pong(seq)).await,
+            Ok(ClientControl::Goodbye) => return SessionEnd::PeerLeft,
             Err(e) => Err(e),
         };
         match result {
@@ -231,7 +298,7 @@ async fn reject_extra_streams(inbound: &mut tokio::sync::mpsc::Receiver<Substrea
 }
 
 /// Every [`SUMMARY_INTERVAL`] in which visitors came or bytes moved, one line at info.
-async fn summarize(tunnel: &Tunnel, visitors: &Semaphore, cap: u32) {
+async fn summarize(tunnel: &Tunnel, limits: &[Arc<Semaphore>], cap: usize) {
     let mut ticks = tokio::time::interval(SUMMARY_INTERVAL);
     ticks.tick().await;
     let mut last = (0, 0, 0);
@@ -243,7 +310,10 @@ async fn summarize(tunnel: &Tunnel, visitors: &Semaphore, cap: u32) {
             tunnel.bytes.b_to_a(),
         );
         if now != last {
-            let open = (cap as usize).saturating_sub(visitors.available_permits());
+            let open: usize = limits
+                .iter()
+                .map(|l| cap.saturating_sub(l.available_permits()))
+                .sum();
             info!(
                 visitors_new = now.0 - last.0,
                 visitors_open = open,
@@ -258,10 +328,11 @@ async fn summarize(tunnel: &Tunnel, visitors: &Semaphore, cap: u32) {
 
 async fn accept_visitors(
     listener: &TcpListener,
+    index: u16,
     tunnel: Arc<Tunnel>,
-    visitors: &Arc<Semaphore>,
+    limit: &Arc<Semaphore>,
     shared: &Arc<Shared>,
-) -> SessionEnd {
+) {
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok((tcp, addr)) => (tcp, crate::net::canonical(addr)),
@@ -271,7 +342,7 @@ async fn accept_visitors(
                 continue;
             }
         };
-        let Ok(permit) = visitors.clone().try_acquire_owned() else {
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
             if shared.refusals.note(Refusal::VisitorCap) {
                 let limit = shared.config.max_visitors_per_tunnel;
                 warn!(visitor.addr = %addr, limit, "visitor limit reached; resetting visitor");
@@ -282,7 +353,7 @@ async fn accept_visitors(
         let visitor_id = shared.next_id();
         tunnel.visitors.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("visitor", visitor.id = visitor_id, visitor.addr = %addr);
-        let task = visitor::serve(tcp, addr, visitor_id, tunnel.clone(), permit);
+        let task = visitor::serve(tcp, addr, visitor_id, index, tunnel.clone(), permit);
         shared.tasks.spawn(task.instrument(span));
     }
 }

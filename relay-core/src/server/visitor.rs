@@ -24,6 +24,7 @@ pub(super) async fn serve(
     mut tcp: TcpStream,
     peer_addr: SocketAddr,
     visitor_id: u64,
+    index: u16,
     tunnel: Arc<Tunnel>,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -32,7 +33,7 @@ pub(super) async fn serve(
     let meter = Meter::with_parent(tunnel.bytes.clone());
     let result = tokio::select! {
         () = tunnel.session.cancelled() => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "tunnel session ended")),
-        r = forward(&mut tcp, peer_addr, visitor_id, &tunnel.mux, tunnel.answer_timeout, &meter) => r,
+        r = forward(&mut tcp, VisitorHeader { visitor_id, tunnel: index, peer_addr }, &tunnel.mux, tunnel.answer_timeout, &meter) => r,
     };
     let (bytes_in, bytes_out) = (meter.a_to_b(), meter.b_to_a());
     match result {
@@ -51,8 +52,7 @@ pub(super) async fn serve(
 
 async fn forward(
     tcp: &mut TcpStream,
-    peer_addr: SocketAddr,
-    visitor_id: u64,
+    header: VisitorHeader,
     mux: &MuxHandle,
     answer_timeout: Duration,
     meter: &Meter,
@@ -67,10 +67,6 @@ async fn forward(
     };
     // yamux announces a stream only with its first frame, so the header goes out at once; the
     // visitor's bytes may follow before the client answers.
-    let header = VisitorHeader {
-        visitor_id,
-        peer_addr,
-    };
     codec::write_frame(&mut stream, &header)
         .await
         .map_err(io::Error::other)?;

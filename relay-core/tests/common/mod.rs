@@ -11,6 +11,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+/// A hello asking for one tunnel on any port, as a raw client sends it.
+pub fn one_tunnel() -> relay_core::protocol::Hello {
+    relay_core::protocol::Hello::Tunnel {
+        tunnels: vec![relay_core::protocol::TunnelRequest {
+            preferred_port: None,
+            lease: None,
+        }],
+    }
+}
+
 /// Every wait in these tests ends here at the latest; hitting it fails the test.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -53,11 +63,16 @@ impl TestRelay {
         self.addr.to_string()
     }
 
-    /// Opens a tunnel on this relay.
+    /// Opens a tunnel on this relay, one that does not reconnect (so a lost session shows as an
+    /// error at once; the reconnect tests configure their own).
     pub async fn tunnel(&self) -> TunnelListener {
+        let config = TunnelConfig {
+            reconnect: relay_core::client::Reconnect::never(),
+            ..TunnelConfig::default()
+        };
         within(
             "tunnel handshake",
-            TunnelListener::connect(&self.control(), TunnelConfig::default()),
+            TunnelListener::connect(&self.control(), config),
         )
         .await
         .expect("tunnel")

@@ -11,12 +11,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod nameplate;
+mod secret;
+
+pub(crate) use secret::hex;
+pub use secret::{LeaseSecret, Proof};
+
 /// Identifies a relay control connection: six bytes of magic followed by a big-endian
 /// [`PROTOCOL_VERSION`]. Both peers send it before anything else.
 pub const MAGIC: [u8; 6] = *b"RELAY\0";
 
 /// Bumped on any incompatible change to the messages below or to the stream layout.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: several tunnels per session, leased ports, token challenges, redirects.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Length of the preface: [`MAGIC`] plus the two version bytes.
 pub const PREFACE_LEN: usize = MAGIC.len() + 2;
@@ -61,14 +68,17 @@ pub const MUX_MAX_STREAMS: usize = 16_400;
 /// [`MUX_MAX_STREAMS`] for the control substream and streams still closing.
 pub const MAX_VISITORS_PER_TUNNEL: u32 = 16_000;
 
+/// Most tunnels one session may ask for.
+pub const MAX_TUNNELS_PER_SESSION: usize = 64;
+
 /// First message from a client, right after its preface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Hello {
-    /// Ask for a tunnel: a public port whose visitors arrive as substreams of this connection.
+    /// Ask for tunnels: public ports whose visitors arrive as substreams of this connection.
     Tunnel {
-        /// A public port the client would like (for example the one it had before a
-        /// reconnect). The relay grants it when it is free and in range, otherwise any port.
-        preferred_port: Option<u16>,
+        /// One entry per public port wanted (1 to [`MAX_TUNNELS_PER_SESSION`]); visitors say
+        /// which one they came through by its index here.
+        tunnels: Vec<TunnelRequest>,
     },
     /// Offer a file transfer: the relay assigns a nameplate and holds the connection until a
     /// receiver claims it.
@@ -80,10 +90,21 @@ pub enum Hello {
     },
 }
 
-/// The relay's one answer to a [`Hello`].
+/// One public port a client asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelRequest {
+    /// A public port the client would like (for example the one it had before the relay
+    /// restarted). Granted when free, in range and allowed, otherwise another port.
+    pub preferred_port: Option<u16>,
+    /// The secret of a port this client held before its session was lost: while the relay
+    /// still holds the lease, it gives that port back (and to nobody else).
+    pub lease: Option<LeaseSecret>,
+}
+
+/// The relay's answer to a [`Hello`] (or, after a [`Reply::Challenge`], to the [`Proof`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
-    /// The tunnel exists; yamux starts on this connection right after this frame.
+    /// The tunnels exist; yamux starts on this connection right after this frame.
     Welcome(Welcome),
     /// The offer is registered; heartbeats follow until a receiver claims it.
     Offered {
@@ -105,22 +126,46 @@ pub enum Reply {
         /// Human-readable explanation, safe to show to the user as is.
         message: String,
     },
+    /// The relay wants proof that the client holds a token: the client answers with one
+    /// [`Proof`] frame, and the relay then gives its real reply.
+    Challenge {
+        /// Fresh for every connection, so a recorded proof is worth nothing on another.
+        nonce: [u8; 32],
+    },
+    /// This relay does not hold what was asked for; another one does. The client may connect
+    /// there and ask again, once.
+    Redirect {
+        /// The other relay's control address, `HOST:PORT`.
+        to: String,
+    },
 }
 
-/// The tunnel a relay granted.
+/// The tunnels a relay granted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
     /// Relay-unique id of this session, for correlating logs on both sides.
     pub session_id: u64,
-    /// The public port visitors connect to.
-    pub public_port: u16,
+    /// One per requested tunnel, in the same order.
+    pub tunnels: Vec<Grant>,
     /// Host name to advertise, when the relay operator configured one. Without it the client
     /// advertises the host it dialed.
     pub public_host: Option<String>,
-    /// Most visitors the relay lets in at once on this tunnel.
+    /// Most visitors the relay lets in at once on each tunnel.
     pub max_visitors: u32,
     /// How often the client must send [`ClientControl::Ping`] on the control substream.
     pub heartbeat_interval_ms: u32,
+    /// How long the relay keeps a lost session's ports for it (0: it does not).
+    pub lease_ttl_ms: u32,
+}
+
+/// One granted tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The public port visitors connect to.
+    pub public_port: u16,
+    /// Presented after a lost session to get the same port back; `None` when the relay keeps
+    /// no leases.
+    pub lease: Option<LeaseSecret>,
 }
 
 /// Why a relay refused a request.
@@ -142,6 +187,26 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Something failed inside the relay.
     Internal,
+    /// The relay requires a token, and none or a wrong one was presented.
+    Unauthorized,
+    /// The token does not allow this (a port outside its range, too many tunnels, transfers).
+    Forbidden,
+    /// The relay accepts only TLS connections.
+    TlsRequired,
+}
+
+impl ErrorCode {
+    /// Whether trying again later cannot help (so a reconnecting client should stop).
+    pub fn is_permanent(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::VersionMismatch
+                | ErrorCode::BadRequest
+                | ErrorCode::Unauthorized
+                | ErrorCode::Forbidden
+                | ErrorCode::TlsRequired
+        )
+    }
 }
 
 /// Written by the relay as the first frame of every substream it opens: one visitor.
@@ -149,6 +214,8 @@ pub enum ErrorCode {
 pub struct VisitorHeader {
     /// Relay-unique id of the visitor, for logs on both sides.
     pub visitor_id: u64,
+    /// Which tunnel the visitor came through: an index into the hello's `tunnels`.
+    pub tunnel: u16,
     /// Address the visitor connected from.
     pub peer_addr: SocketAddr,
 }
@@ -171,6 +238,9 @@ pub enum VisitorReply {
 pub enum ClientControl {
     /// Liveness probe; the relay answers with [`RelayControl::Pong`] carrying the same number.
     Ping(u64),
+    /// The client is stopping on purpose: the relay frees its ports at once instead of keeping
+    /// them leased. Sent just before the client closes.
+    Goodbye,
 }
 
 /// Relay to client, on the control substream.
@@ -207,44 +277,6 @@ pub enum OfferEvent {
         /// Human-readable reason.
         reason: String,
     },
-}
-
-/// Nameplates: the public, relay-assigned part of a transfer code. The one place their rules
-/// live, so the relay that issues them, the relay that checks a claim, and the client that
-/// parses a typed code all agree.
-pub mod nameplate {
-    /// Longest nameplate, in decimal digits. Relays draw nameplates from
-    /// `1..=`[`MAX_VALUE`], so every one they issue fits.
-    pub const MAX_DIGITS: usize = 12;
-
-    /// Largest nameplate a relay issues.
-    pub const MAX_VALUE: u64 = 999_999_999_999;
-
-    /// Whether `s` is a nameplate: 1 to [`MAX_DIGITS`] ASCII digits without a leading zero
-    /// (the relay never issues one, so `007` and `7` cannot both name an offer).
-    pub fn is_valid(s: &str) -> bool {
-        (1..=MAX_DIGITS).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_digit())
-            && !s.starts_with('0')
-    }
-
-    /// Why `s` is not a nameplate, phrased for the person who typed it; `None` when it is one.
-    pub fn problem(s: &str) -> Option<String> {
-        if is_valid(s) {
-            return None;
-        }
-        let shown = s.escape_debug().to_string();
-        Some(if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            format!("the code must start with the number the sender printed, got \"{shown}\"")
-        } else if s.starts_with('0') {
-            format!("the number at the start of a code never begins with 0, got \"{shown}\"")
-        } else {
-            format!(
-                "the number at the start of a code has at most {MAX_DIGITS} digits, got {}",
-                s.len()
-            )
-        })
-    }
 }
 
 /// Splits a preface into its magic and version; `None` when the magic is wrong.

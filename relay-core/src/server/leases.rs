@@ -1,0 +1,210 @@
+//! Leased public ports: a tunnel's port outlives a lost session for a while, reserved for the
+//! client that can present its lease secret, with its listener still open so that visitors who
+//! arrive in the gap wait in the kernel's accept queue instead of being refused.
+//!
+//! Every granted port is in the registry, first as `Active` (its session runs), then, when the
+//! session is lost without a goodbye, as `Leased` until it is reclaimed or expires. A client
+//! that presents the secret of a port whose session the relay still thinks alive (its old
+//! connection died without a packet) takes it over: the old session is told to end, and the
+//! port passes to the new one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::ports::{PortLease, PortPool};
+use crate::protocol::{Grant, LeaseSecret, TunnelRequest};
+
+/// How long a reconnecting client waits for the session it replaces to hand its port over.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// A public port held by a session.
+#[derive(Debug)]
+pub(super) struct Tunnel {
+    pub(super) port: u16,
+    pub(super) listener: TcpListener,
+    pub(super) secret: LeaseSecret,
+    /// Visitors were waiting in its accept queue for a reclaimed port.
+    pub(super) reclaimed: bool,
+    guard: PortLease,
+}
+
+impl Tunnel {
+    pub(super) fn grant(&self, leasing: bool) -> Grant {
+        Grant {
+            public_port: self.port,
+            lease: leasing.then(|| self.secret.clone()),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Entry {
+    /// A session serves the port; cancelling `replace` ends that session.
+    Active {
+        secret: LeaseSecret,
+        replace: CancellationToken,
+    },
+    /// Reserved for its owner until `expires`.
+    Leased {
+        secret: LeaseSecret,
+        listener: TcpListener,
+        guard: PortLease,
+        expires: Instant,
+    },
+}
+
+/// The registry of granted and leased ports.
+#[derive(Debug, Default)]
+pub(super) struct Leases {
+    entries: Mutex<HashMap<u16, Entry>>,
+    /// Signalled whenever an entry becomes `Leased`.
+    released: Notify,
+}
+
+impl Leases {
+    /// Grants one port per request, reclaiming leased ports whose secret is presented. Ports
+    /// of a session still thought alive are taken over from it. `session` is what ends this
+    /// session if its own ports are later taken over. `None` when the pool has no free port.
+    pub(super) async fn grant(
+        &self,
+        pool: &PortPool,
+        requests: &[TunnelRequest],
+        session: &CancellationToken,
+    ) -> Option<Vec<Tunnel>> {
+        let mut granted = Vec::with_capacity(requests.len());
+        for request in requests {
+            let tunnel = match self.reclaim(request).await {
+                Some(tunnel) => tunnel,
+                None => {
+                    let (listener, guard) = pool.bind(request.preferred_port)?;
+                    let port = guard.port();
+                    Tunnel {
+                        port,
+                        listener,
+                        secret: LeaseSecret::random(),
+                        reclaimed: false,
+                        guard,
+                    }
+                }
+            };
+            granted.push(tunnel);
+        }
+        // Fresh secrets: one that leaked with an old grant is worth nothing from now on.
+        let mut entries = self.lock();
+        for tunnel in &mut granted {
+            tunnel.secret = LeaseSecret::random();
+            entries.insert(
+                tunnel.port,
+                Entry::Active {
+                    secret: tunnel.secret.clone(),
+                    replace: session.clone(),
+                },
+            );
+        }
+        Some(granted)
+    }
+
+    /// The port the request's lease names, if the secret matches: straight from the lease, or
+    /// taken over from the session that still holds it.
+    async fn reclaim(&self, request: &TunnelRequest) -> Option<Tunnel> {
+        let (port, secret) = (request.preferred_port?, request.lease.as_ref()?);
+        let deadline = Instant::now() + TAKEOVER_WAIT;
+        loop {
+            let released = self.released.notified();
+            {
+                let mut entries = self.lock();
+                match entries.get(&port) {
+                    Some(Entry::Leased { secret: s, .. }) if s.matches(secret) => {
+                        let Some(Entry::Leased {
+                            listener, guard, ..
+                        }) = entries.remove(&port)
+                        else {
+                            unreachable!("matched as leased just above");
+                        };
+                        info!(port, "leased port reclaimed");
+                        // The lease may come from a session on another worker thread: move
+                        // the listener to this one, where its new session runs.
+                        let listener = match listener.into_std().and_then(TcpListener::from_std) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::warn!(port, error = %e, "cannot adopt a leased port");
+                                return None;
+                            }
+                        };
+                        return Some(Tunnel {
+                            port,
+                            listener,
+                            secret: secret.clone(),
+                            reclaimed: true,
+                            guard,
+                        });
+                    }
+                    Some(Entry::Active { secret: s, replace }) if s.matches(secret) => {
+                        debug!(port, "the port's owner reconnected; ending its old session");
+                        replace.cancel();
+                    }
+                    _ => return None,
+                }
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// A session ended: its ports are freed (`lease` = `None`) or kept for their owner until
+    /// `lease` has passed.
+    pub(super) fn release(self: &Arc<Self>, tunnels: Vec<Tunnel>, lease: Option<Duration>) {
+        let mut entries = self.lock();
+        for tunnel in tunnels {
+            let Some(ttl) = lease else {
+                entries.remove(&tunnel.port);
+                continue;
+            };
+            let expires = Instant::now() + ttl;
+            entries.insert(
+                tunnel.port,
+                Entry::Leased {
+                    secret: tunnel.secret,
+                    listener: tunnel.listener,
+                    guard: tunnel.guard,
+                    expires,
+                },
+            );
+            let leases = Arc::clone(self);
+            let port = tunnel.port;
+            tokio::spawn(async move {
+                tokio::time::sleep_until(expires).await;
+                leases.expire(port, expires);
+            });
+        }
+        drop(entries);
+        self.released.notify_waiters();
+    }
+
+    /// Ends the lease of `port` if it is still the one that expires at `expires`: the listener
+    /// closes (the kernel resets the visitors waiting in its queue) and the port is free again.
+    fn expire(&self, port: u16, expires: Instant) {
+        let mut entries = self.lock();
+        if matches!(entries.get(&port), Some(Entry::Leased { expires: e, .. }) if *e == expires) {
+            entries.remove(&port);
+            info!(port, "lease expired; port freed");
+        }
+    }
+
+    /// Drops every lease at once (the relay is stopping).
+    pub(super) fn clear(&self) {
+        self.lock().retain(|_, e| matches!(e, Entry::Active { .. }));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Entry>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
