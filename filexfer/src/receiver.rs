@@ -41,7 +41,7 @@ pub async fn receive(
     code: &Code,
     outdir: &Path,
     options: ReceiveOptions,
-    progress: &Progress,
+    progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Received> {
     // Before the claim: a directory we cannot create should not use up the code. A failed
@@ -74,7 +74,7 @@ pub async fn receive_over<S>(
     code: &Code,
     outdir: &Path,
     options: ReceiveOptions,
-    progress: &Progress,
+    progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Received>
 where
@@ -88,7 +88,7 @@ where
     };
     if let Err(e) = &result {
         debug!(error = %e, "transfer failed");
-        progress.clear();
+        progress.failed();
         abort(&mut writer, &mut reader, e).await;
     }
     result
@@ -99,7 +99,7 @@ async fn converse<R, W>(
     reader: &mut RecordReader<R>,
     outdir: &Path,
     options: ReceiveOptions,
-    progress: &Progress,
+    progress: &dyn Progress,
 ) -> Result<Received>
 where
     R: AsyncRead + Unpin,
@@ -132,7 +132,7 @@ where
             .map_err(write_failed(PEER, "before the transfer started"))
     })
     .await?;
-    progress.start("receiving", &offer.name, offer.size);
+    progress.start(&offer.name, offer.size);
 
     let (written, end) = pump(reader, sink, offer.size, progress).await?;
     if written.len != end.len || written.len != offer.size {
@@ -151,10 +151,7 @@ where
     // The file is in place whatever happens to the confirmation: the receiver has succeeded.
     let _ = writer.send(Kind::Done, &[]).await;
     let _ = writer.shutdown().await;
-    progress.finish(
-        format_args!("received {}", crate::names::quote(&offer.name)),
-        written.len,
-    );
+    progress.finish(written.len);
     Ok(Received {
         path,
         size: written.len,
@@ -167,7 +164,7 @@ async fn pump<R: AsyncRead + Unpin>(
     reader: &mut RecordReader<R>,
     sink: Sink,
     size: u64,
-    progress: &Progress,
+    progress: &dyn Progress,
 ) -> Result<(Written, FileEnd)> {
     let mut disk = spawn_writer(sink);
     let mut received = 0u64;

@@ -192,6 +192,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{s}' is out of range"))
 }
 
+/// Checks the shape of a relay's control address, `HOST:PORT` or `[V6]:PORT` (for `clap`'s
+/// `value_parser`), so a typo fails before anything connects.
+pub fn parse_relay(s: &str) -> Result<String, String> {
+    relay_core::net::split_host_port(s)?;
+    Ok(s.to_string())
+}
+
 /// Parses a port range `LOW-HIGH` (or a single port).
 pub fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     let (low, high) = s.split_once('-').unwrap_or((s, s));
