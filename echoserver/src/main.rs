@@ -11,11 +11,7 @@ use relay_core::splice::copy_one_way;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span};
 
-// The data path allocates and frees a 64 KiB frame per yamux frame; glibc's allocator returns
-// that memory to the kernel and faults it back in on the next frame. mimalloc keeps it: about a
-// quarter less CPU per byte through a tunnel (docs/benchmark.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+relay_bin::use_mimalloc!();
 
 /// Echo server reachable through a relay.
 ///
