@@ -5,11 +5,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use relay_bin::visitors::VisitorStats;
 use relay_bin::{RelayArgs, drain_visitors, init_logging, shutdown_on_signal};
 use relay_core::TunnelStream;
 use relay_core::splice::copy_one_way;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, info_span};
 
 relay_bin::use_mimalloc!();
 
@@ -33,6 +34,8 @@ async fn serve(args: Args) -> relay_core::Result<()> {
     let listener = args.relay.open_tunnel().await?;
     let shutdown = shutdown_on_signal();
     let visitors = TaskTracker::new();
+    let stats = VisitorStats::new();
+    let summaries = stats.spawn_summaries();
     let result = loop {
         let (stream, visitor) = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
@@ -42,17 +45,19 @@ async fn serve(args: Args) -> relay_core::Result<()> {
             },
         };
         let span = info_span!("visitor", visitor.id = visitor.id, visitor.addr = %visitor.addr);
-        visitors.spawn(echo(stream).instrument(span));
+        visitors.spawn(echo(stream, stats.clone()).instrument(span));
     };
     drain_visitors(&visitors).await;
+    summaries.stop().await;
     result
 }
 
-async fn echo(stream: TunnelStream) {
-    info!("visitor connected");
+async fn echo(stream: TunnelStream, stats: VisitorStats) {
+    stats.opened();
     let (mut read, mut write) = tokio::io::split(stream);
     match copy_one_way(&mut read, &mut write).await {
-        Ok(bytes) => info!(bytes, "visitor closed"),
-        Err(e) => info!(error = %e, "visitor reset"),
+        // Every byte in comes back out.
+        Ok(bytes) => stats.closed(bytes, bytes),
+        Err(e) => stats.reset(e),
     }
 }

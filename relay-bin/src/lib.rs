@@ -1,7 +1,8 @@
 //! Process plumbing shared by every relay binary (`relay`, `expose`, `echoserver`, `send`,
-//! `receive`): logging to stderr, signals, argument parsers, and the one-line error exit.
-//! Protocol and networking live in `relay-core`; nothing here knows about them beyond types,
-//! except [`local`], the local server `expose` forwards to.
+//! `receive`): logging to stderr, signals, argument parsers, the allocator choice, and the
+//! one-line error exit. Protocol and networking live in `relay-core`; nothing here knows about
+//! them beyond types, except [`local`], the local server `expose` forwards to, and
+//! [`visitors`], what tunnel clients log about their visitors.
 
 use std::fmt::Display;
 use std::io::{IsTerminal, Write};
@@ -11,6 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod local;
+pub mod visitors;
 use tracing_subscriber::EnvFilter;
 
 /// Makes mimalloc the allocator of the binary that invokes it (at the top level of its main
