@@ -19,6 +19,7 @@
 //! | [`sender`] | offer at the relay, wait, send ([`Offered`], [`send_over`]) |
 //! | [`receiver`] | claim at the relay, receive, verify ([`receive`], [`receive_over`]) |
 //! | [`source`] | the sender's file and its reader thread |
+//! | [`outdir`] | OUTDIR checked (a writable directory) before the code is used |
 //! | [`sink`] | the receiver's temporary file, writer thread, and no-overwrite commit |
 //! | [`names`] | which file names cross the wire, and escaping them for display |
 //! | [`progress`] | the [`Progress`] trait a transfer reports to, and [`NoProgress`] |
@@ -44,6 +45,7 @@ pub mod error;
 pub mod handshake;
 pub mod message;
 pub mod names;
+pub mod outdir;
 pub mod progress;
 pub mod receiver;
 pub mod record;

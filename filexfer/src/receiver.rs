@@ -11,9 +11,10 @@ use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::handshake::Role;
 use crate::message::{FileEnd, FileOffer};
+use crate::outdir::{prepare_dir, remove_created};
 use crate::progress::Progress;
 use crate::record::{CONTROL_PAYLOAD, Kind, RecordBuf, RecordReader, RecordWriter};
-use crate::sink::{Sink, Written, prepare_dir, remove_created, spawn_writer};
+use crate::sink::{Sink, Written, spawn_writer};
 use crate::transfer::{self, abort, unstalled, write_failed};
 
 const PEER: &str = "sender";
@@ -207,13 +208,14 @@ async fn pump<R: AsyncRead + Unpin>(
     let written = disk
         .done
         .await
-        .map_err(|e| Error::Protocol(format!("the file writer failed: {e}")));
+        .map_err(|e| Error::local_thread("the file writer", &e));
     match (outcome, written) {
         (Some(Ok(end)), Ok(Ok(written))) => Ok((written, end)),
         (Some(Err(e)), _) => Err(e),
         (_, Ok(Err(e)) | Err(e)) => Err(e),
-        (None, Ok(Ok(_))) => Err(Error::Protocol(
-            "the file writer stopped unexpectedly".into(),
-        )),
+        (None, Ok(Ok(_))) => Err(Error::LocalThread {
+            thread: "the file writer",
+            cause: "it stopped before the end of the data".into(),
+        }),
     }
 }

@@ -195,11 +195,10 @@ async fn pump<W: AsyncWrite + Unpin>(
     let mut file = spawn_reader(source);
     let mut sent = 0u64;
     loop {
-        let chunk = file
-            .filled
-            .recv()
-            .await
-            .ok_or_else(|| Error::Protocol("the file reader stopped unexpectedly".into()))??;
+        let Some(chunk) = file.filled.recv().await else {
+            return Err(file.failure().await);
+        };
+        let chunk = chunk?;
         match chunk {
             Chunk::Data(mut buf) => {
                 let n = buf.payload().len() as u64;
