@@ -20,7 +20,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "building (release)..." >&2
-cargo build --release --quiet -p relay-bin -p echoserver -p filexfer
+cargo build --release --quiet -p relay-bin -p echoserver -p filexfer-cli
 bin=$PWD/target/release
 
 # Waits (at most 10 s) until something listens on localhost:$1.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use filexfer::{Code, Offered, Progress, ReceiveOptions, Source};
+use filexfer::{Code, NoProgress, Offered, ReceiveOptions, Source};
 use tokio_util::sync::CancellationToken;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -115,10 +115,7 @@ fn encrypted(relay: &str, file: &Path, outdir: &Path) -> Duration {
                     .expect("offer");
                 code_tx.send(offered.code().clone()).expect("code");
                 let cancel = CancellationToken::new();
-                offered
-                    .run(None, &Progress::hidden(), &cancel)
-                    .await
-                    .expect("send");
+                offered.run(None, &NoProgress, &cancel).await.expect("send");
             });
         })
     };
@@ -131,7 +128,7 @@ fn encrypted(relay: &str, file: &Path, outdir: &Path) -> Duration {
             &code,
             outdir,
             ReceiveOptions { force: true },
-            &Progress::hidden(),
+            &NoProgress,
             &cancel,
         )
         .await

@@ -37,7 +37,7 @@ if ((free_mib < need_mib)); then
 fi
 
 echo "building release binaries..." >&2
-(cd "$ROOT" && cargo build --release --quiet -p relay-bin -p filexfer)
+(cd "$ROOT" && cargo build --release --quiet -p relay-bin -p filexfer-cli)
 
 "$BIN/relay" 127.0.0.1:0 2>"$WORK/relay.log" &
 RELAY=$!

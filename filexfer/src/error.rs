@@ -25,13 +25,23 @@ pub enum Error {
          nothing was transferred"
     )]
     WrongCode,
-    /// The peer's connection ended or broke before the transfer was complete.
-    #[error("the {peer} went away {when}")]
+    /// The connection to the peer ended or broke before the transfer was complete. Through a
+    /// relay that splices bytes, a relay that died and a peer that left look the same (a reset
+    /// or an end of stream), so the message names both.
+    #[error("the connection through the relay was cut {when}; the relay or the {peer} went away")]
     PeerVanished {
         /// `"sender"` or `"receiver"`.
         peer: &'static str,
         /// When it happened, e.g. `"mid-transfer (connection reset)"`.
         when: String,
+    },
+    /// The relay told us that the peer left before the two sides were paired.
+    #[error("the {peer} went away before the transfer started ({message})")]
+    PeerLeft {
+        /// `"sender"` or `"receiver"`.
+        peer: &'static str,
+        /// The relay's explanation.
+        message: String,
     },
     /// The peer stopped the transfer and said why.
     #[error("the {peer} stopped the transfer: {reason}")]
@@ -65,6 +75,25 @@ pub enum Error {
         /// The existing file, escaped for printing.
         path: String,
     },
+    /// The output name is taken by a directory, which is never replaced, not even with
+    /// `--force`.
+    #[error(
+        "{path} is a directory; not replacing it (--force replaces only files): \
+         move it away or receive into another OUTDIR"
+    )]
+    IsDirectory {
+        /// The directory, escaped for printing.
+        path: String,
+    },
+    /// OUTDIR cannot be used: it, or a path on the way to it, is not a directory, or this
+    /// process cannot write into it. Found before the code is used.
+    #[error("cannot use {path} as OUTDIR: {why}")]
+    BadOutdir {
+        /// OUTDIR as given, escaped for printing.
+        path: String,
+        /// What is wrong and what to do, e.g. `"it is a file, not a directory"`.
+        why: String,
+    },
     /// The receiving file system ran out of space (or quota).
     #[error("disk full while writing {path}")]
     DiskFull {
@@ -78,6 +107,15 @@ pub enum Error {
         path: String,
         /// Why.
         source: io::Error,
+    },
+    /// One of this program's own threads (the file reader or writer) failed: a fault on this
+    /// machine, not the peer's or the network's.
+    #[error("{thread} failed on this machine: {cause}")]
+    LocalThread {
+        /// `"the file reader"` or `"the file writer"`.
+        thread: &'static str,
+        /// What happened to it, e.g. a panic's message.
+        cause: String,
     },
     /// A wait ran past its deadline.
     #[error("{what} (gave up after {after:?})")]
@@ -105,9 +143,9 @@ impl Error {
             relay_core::Error::Rejected {
                 code: ErrorCode::PeerGone,
                 message,
-            } => Error::PeerVanished {
+            } => Error::PeerLeft {
                 peer: "sender",
-                when: format!("before the transfer started ({message})"),
+                message,
             },
             e => Error::Relay(e),
         }
@@ -120,11 +158,22 @@ impl Error {
             Error::Exists { .. } => {
                 "it already has a file of that name (it can retry with --force)".into()
             }
+            Error::IsDirectory { .. } => "it has a directory of that name".into(),
+            Error::BadOutdir { .. } => "it cannot write into its output directory".into(),
             Error::DiskFull { .. } => "its disk is full".into(),
+            Error::LocalThread { thread, .. } => format!("{thread} failed on its side"),
             Error::Write { source, .. } => format!("it cannot write the file: {source}"),
             Error::Unreadable { source, .. } => format!("it cannot read the file: {source}"),
             Error::Cancelled(_) => "it was interrupted".into(),
             other => other.to_string(),
+        }
+    }
+
+    /// Maps the failure of one of our own blocking threads (`thread`: "the file writer").
+    pub(crate) fn local_thread(thread: &'static str, e: &tokio::task::JoinError) -> Self {
+        Error::LocalThread {
+            thread,
+            cause: e.to_string(),
         }
     }
 
@@ -162,6 +211,37 @@ mod tests {
         assert!(is_disk_full(&io::Error::from_raw_os_error(28)));
         assert!(is_disk_full(&io::Error::from_raw_os_error(122)));
         assert!(!is_disk_full(&io::Error::from_raw_os_error(13)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_local_thread_is_not_called_a_protocol_error() {
+        let join = tokio::task::spawn_blocking(|| panic!("deliberate"))
+            .await
+            .expect_err("panicked");
+        let e = Error::local_thread("the file writer", &join);
+        assert!(matches!(e, Error::LocalThread { .. }), "{e}");
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("the file writer failed on this machine: ")
+                && shown.contains("panicked")
+                && shown.contains("deliberate"),
+            "{shown}"
+        );
+        assert_eq!(e.reason_for_peer(), "the file writer failed on its side");
+    }
+
+    #[test]
+    fn a_cut_connection_names_the_relay_and_the_peer() {
+        let e = Error::vanished(
+            "receiver",
+            "mid-transfer",
+            &io::Error::from(io::ErrorKind::ConnectionReset),
+        );
+        assert_eq!(
+            e.to_string(),
+            "the connection through the relay was cut mid-transfer (connection reset); \
+             the relay or the receiver went away"
+        );
     }
 
     #[test]

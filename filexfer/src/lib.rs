@@ -1,5 +1,6 @@
-//! `filexfer`: end-to-end encrypted file transfer through a relay, behind the `send` and
-//! `receive` binaries.
+//! `filexfer`: end-to-end encrypted file transfer through a relay. The `send` and `receive`
+//! binaries (flags, signals, the progress bar) live in the `filexfer-cli` package
+//! (`filexfer/cli/`); this library does no printing of its own.
 //!
 //! The relay pairs a sender with its receiver and splices their bytes; everything on the
 //! spliced connection is encrypted and authenticated with keys the two peers agree from the
@@ -18,21 +19,22 @@
 //! | [`sender`] | offer at the relay, wait, send ([`Offered`], [`send_over`]) |
 //! | [`receiver`] | claim at the relay, receive, verify ([`receive`], [`receive_over`]) |
 //! | [`source`] | the sender's file and its reader thread |
+//! | [`outdir`] | OUTDIR checked (a writable directory) before the code is used |
 //! | [`sink`] | the receiver's temporary file, writer thread, and no-overwrite commit |
 //! | [`names`] | which file names cross the wire, and escaping them for display |
-//! | [`progress`] | progress bar or lines on stderr |
+//! | [`progress`] | the [`Progress`] trait a transfer reports to, and [`NoProgress`] |
 //! | [`error`] | [`Error`]: one variant per thing a user can act on |
 //!
 //! # Sending from a program
 //!
 //! ```no_run
 //! # async fn run() -> filexfer::Result<()> {
-//! use filexfer::{Offered, Progress, Source};
+//! use filexfer::{NoProgress, Offered, Source};
 //! let source = Source::open("corgis.mp4".as_ref())?;
 //! let offered = Offered::register("relay.example.com:9021", source).await?;
 //! println!("{}", offered.code());
 //! let cancel = tokio_util::sync::CancellationToken::new();
-//! offered.run(None, &Progress::hidden(), &cancel).await?;
+//! offered.run(None, &NoProgress, &cancel).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -43,6 +45,7 @@ pub mod error;
 pub mod handshake;
 pub mod message;
 pub mod names;
+pub mod outdir;
 pub mod progress;
 pub mod receiver;
 pub mod record;
@@ -53,7 +56,7 @@ pub mod transfer;
 
 pub use code::Code;
 pub use error::{Error, Result};
-pub use progress::Progress;
+pub use progress::{NoProgress, Progress};
 pub use receiver::{ReceiveOptions, Received, receive, receive_over};
 pub use sender::{Offered, send_over};
 pub use source::Source;

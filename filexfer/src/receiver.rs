@@ -11,9 +11,10 @@ use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::handshake::Role;
 use crate::message::{FileEnd, FileOffer};
+use crate::outdir::{prepare_dir, remove_created};
 use crate::progress::Progress;
 use crate::record::{CONTROL_PAYLOAD, Kind, RecordBuf, RecordReader, RecordWriter};
-use crate::sink::{Sink, Written, prepare_dir, remove_created, spawn_writer};
+use crate::sink::{Sink, Written, spawn_writer};
 use crate::transfer::{self, abort, unstalled, write_failed};
 
 const PEER: &str = "sender";
@@ -41,7 +42,7 @@ pub async fn receive(
     code: &Code,
     outdir: &Path,
     options: ReceiveOptions,
-    progress: &Progress,
+    progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Received> {
     // Before the claim: a directory we cannot create should not use up the code. A failed
@@ -74,7 +75,7 @@ pub async fn receive_over<S>(
     code: &Code,
     outdir: &Path,
     options: ReceiveOptions,
-    progress: &Progress,
+    progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Received>
 where
@@ -88,7 +89,7 @@ where
     };
     if let Err(e) = &result {
         debug!(error = %e, "transfer failed");
-        progress.clear();
+        progress.failed();
         abort(&mut writer, &mut reader, e).await;
     }
     result
@@ -99,7 +100,7 @@ async fn converse<R, W>(
     reader: &mut RecordReader<R>,
     outdir: &Path,
     options: ReceiveOptions,
-    progress: &Progress,
+    progress: &dyn Progress,
 ) -> Result<Received>
 where
     R: AsyncRead + Unpin,
@@ -132,7 +133,7 @@ where
             .map_err(write_failed(PEER, "before the transfer started"))
     })
     .await?;
-    progress.start("receiving", &offer.name, offer.size);
+    progress.start(&offer.name, offer.size);
 
     let (written, end) = pump(reader, sink, offer.size, progress).await?;
     if written.len != end.len || written.len != offer.size {
@@ -151,10 +152,7 @@ where
     // The file is in place whatever happens to the confirmation: the receiver has succeeded.
     let _ = writer.send(Kind::Done, &[]).await;
     let _ = writer.shutdown().await;
-    progress.finish(
-        format_args!("received {}", crate::names::quote(&offer.name)),
-        written.len,
-    );
+    progress.finish(written.len);
     Ok(Received {
         path,
         size: written.len,
@@ -167,7 +165,7 @@ async fn pump<R: AsyncRead + Unpin>(
     reader: &mut RecordReader<R>,
     sink: Sink,
     size: u64,
-    progress: &Progress,
+    progress: &dyn Progress,
 ) -> Result<(Written, FileEnd)> {
     let mut disk = spawn_writer(sink);
     let mut received = 0u64;
@@ -210,13 +208,14 @@ async fn pump<R: AsyncRead + Unpin>(
     let written = disk
         .done
         .await
-        .map_err(|e| Error::Protocol(format!("the file writer failed: {e}")));
+        .map_err(|e| Error::local_thread("the file writer", &e));
     match (outcome, written) {
         (Some(Ok(end)), Ok(Ok(written))) => Ok((written, end)),
         (Some(Err(e)), _) => Err(e),
         (_, Ok(Err(e)) | Err(e)) => Err(e),
-        (None, Ok(Ok(_))) => Err(Error::Protocol(
-            "the file writer stopped unexpectedly".into(),
-        )),
+        (None, Ok(Ok(_))) => Err(Error::LocalThread {
+            thread: "the file writer",
+            cause: "it stopped before the end of the data".into(),
+        }),
     }
 }

@@ -51,7 +51,7 @@ impl Offered {
     pub async fn run(
         self,
         wait: Option<Duration>,
-        progress: &Progress,
+        progress: &dyn Progress,
         cancel: &CancellationToken,
     ) -> Result<u64> {
         let arrival = async {
@@ -87,7 +87,7 @@ pub async fn send_over<S>(
     stream: S,
     code: &Code,
     source: Source,
-    progress: &Progress,
+    progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<u64>
 where
@@ -103,7 +103,7 @@ where
         Ok(sent) => Ok(sent),
         Err(e) => {
             debug!(error = %e, "transfer failed");
-            progress.clear();
+            progress.failed();
             abort(&mut writer, &mut reader, &e).await;
             Err(e)
         }
@@ -115,7 +115,7 @@ async fn converse<R, W>(
     reader: &mut RecordReader<R>,
     reply: &mut RecordBuf,
     source: Source,
-    progress: &Progress,
+    progress: &dyn Progress,
 ) -> Result<u64>
 where
     R: AsyncRead + Unpin,
@@ -150,7 +150,7 @@ where
         other => return Err(transfer::unexpected(other, "the receiver's answer")),
     }
     debug!(size = offer.size, "the receiver accepted the file");
-    progress.start("sending", &offer.name, offer.size);
+    progress.start(&offer.name, offer.size);
 
     // The receiver only speaks again to confirm or to abort; listen for it while sending, so
     // an abort (disk full, say) stops the sender at once with the receiver's reason.
@@ -174,7 +174,7 @@ where
     // Syncing a large file on a slow disk can take long; the wait stays cancellable.
     match verdict.await {
         Ok(Some(Kind::Done)) => {
-            progress.finish("sent and confirmed", sent);
+            progress.finish(sent);
             Ok(sent)
         }
         Ok(None) => Err(Error::PeerVanished {
@@ -190,16 +190,15 @@ where
 async fn pump<W: AsyncWrite + Unpin>(
     writer: &mut RecordWriter<W>,
     source: Source,
-    progress: &Progress,
+    progress: &dyn Progress,
 ) -> Result<u64> {
     let mut file = spawn_reader(source);
     let mut sent = 0u64;
     loop {
-        let chunk = file
-            .filled
-            .recv()
-            .await
-            .ok_or_else(|| Error::Protocol("the file reader stopped unexpectedly".into()))??;
+        let Some(chunk) = file.filled.recv().await else {
+            return Err(file.failure().await);
+        };
+        let chunk = chunk?;
         match chunk {
             Chunk::Data(mut buf) => {
                 let n = buf.payload().len() as u64;

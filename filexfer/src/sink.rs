@@ -2,10 +2,15 @@
 //! thread, synced, and moved to its final name only after verification.
 //!
 //! The final name is never opened for writing. The temporary file is created with
-//! `create_new` (so it cannot follow a planted symlink) under a random name with a prefix
-//! peers may not use; it becomes the final name by a hard link, which fails if the name exists,
-//! so nothing is overwritten even if a file appears meanwhile (plain `rename`, which replaces,
+//! `create_new` (so it cannot follow a planted symlink) under a name with a prefix peers may
+//! not use; it becomes the final name by a hard link, which fails if the name exists, so
+//! nothing is overwritten even if a file appears meanwhile (plain `rename`, which replaces,
 //! only with `--force`). Any exit short of success removes the temporary file.
+//!
+//! A process that is killed cannot remove its temporary file, so the name is predictable:
+//! `.filexfer-<hash of the final name>-<pid>.part`. The next receive of the same name into the
+//! same directory finds the leftovers of processes that no longer run and removes them (a later
+//! version may resume from them instead).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -19,35 +24,70 @@ use crate::names::{self, TEMP_PREFIX};
 use crate::record::{DATA_CHUNK, RecordBuf};
 use crate::source::PIPELINE_DEPTH;
 
-/// Creates OUTDIR (and its parents) if needed, and checks that it is a directory. Returns the
-/// directories it created, deepest first, so a failed transfer can remove them again
-/// ([`remove_created`]).
-pub fn prepare_dir(dir: &Path) -> Result<Vec<PathBuf>> {
-    let write_err = |source| Error::Write {
-        path: shown(dir),
-        source,
-    };
-    let mut missing = Vec::new();
-    let mut at = Some(dir);
-    while let Some(p) = at {
-        if p.as_os_str().is_empty() || p.symlink_metadata().is_ok() {
-            break;
-        }
-        missing.push(p.to_path_buf());
-        at = p.parent();
-    }
-    fs::create_dir_all(dir).map_err(write_err)?;
-    if !fs::metadata(dir).map_err(write_err)?.is_dir() {
-        return Err(write_err(io::Error::other("not a directory")));
-    }
-    Ok(missing)
+/// The start of every temporary file name for the final name `name`: the prefix peers may
+/// not use, and a hash of the name (the name itself could exceed the file system's limit).
+fn temp_stem(name: &str) -> String {
+    let hash = blake3::hash(name.as_bytes());
+    let hex: String = hash.as_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{TEMP_PREFIX}{hex}-")
 }
 
-/// Removes directories [`prepare_dir`] created, as long as they are empty.
-pub fn remove_created(dirs: &[PathBuf]) {
-    for dir in dirs {
-        if fs::remove_dir(dir).is_err() {
-            break;
+/// This process's temporary file for `name` in `dir`.
+pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{}{}.part", temp_stem(name), std::process::id()))
+}
+
+/// Removes temporary files for `name` in `dir` left by receive processes that no longer run.
+/// Returns how many it removed.
+pub fn remove_stale_parts(dir: &Path, name: &str) -> usize {
+    let stem = temp_stem(name);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&stem))
+            .and_then(|n| n.strip_suffix(".part"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !process_runs(pid) && fs::remove_file(entry.path()).is_ok()
+        {
+            tracing::debug!(file = %shown(&entry.path()), "removed a stale temporary file");
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether process `pid` runs on this machine. Where that cannot be told, assume it does:
+/// leaving a stale file behind is better than pulling one from under a running transfer.
+/// (A receive in another PID namespace, or on another host sharing OUTDIR, looks dead here;
+/// it would then fail at its commit rather than write a wrong file.)
+fn process_runs(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
+}
+
+/// The error for a final name that is already taken.
+fn occupied(target: &Path) -> Error {
+    if target.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        Error::IsDirectory {
+            path: shown(target),
+        }
+    } else {
+        Error::Exists {
+            path: shown(target),
         }
     }
 }
@@ -63,36 +103,30 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Starts receiving `name` into `dir`: checks the name, refuses an existing file unless
-    /// `force`, and creates the temporary file.
+    /// Starts receiving `name` into `dir`: checks the name, refuses an existing directory, and
+    /// an existing file unless `force`, removes stale temporary files for the same name, and
+    /// creates this process's temporary file.
     pub fn create(dir: &Path, name: &str, force: bool) -> Result<Sink> {
         let target = names::target_in(dir, name)?;
-        if !force && target.symlink_metadata().is_ok() {
-            return Err(Error::Exists {
-                path: shown(&target),
-            });
+        if let Ok(meta) = target.symlink_metadata()
+            && (meta.is_dir() || !force)
+        {
+            return Err(occupied(&target));
         }
-        let mut attempts = 0;
-        loop {
-            let temp = dir.join(format!("{TEMP_PREFIX}{:016x}.part", rand::random::<u64>()));
-            match OpenOptions::new().write(true).create_new(true).open(&temp) {
-                Ok(file) => {
-                    return Ok(Sink {
-                        file: Some(file),
-                        temp,
-                        target,
-                        force,
-                        committed: false,
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => attempts += 1,
-                Err(source) => {
-                    return Err(Error::Write {
-                        path: shown(&temp),
-                        source,
-                    });
-                }
-            }
+        remove_stale_parts(dir, name);
+        let temp = temp_path(dir, name);
+        match OpenOptions::new().write(true).create_new(true).open(&temp) {
+            Ok(file) => Ok(Sink {
+                file: Some(file),
+                temp,
+                target,
+                force,
+                committed: false,
+            }),
+            Err(source) => Err(Error::Write {
+                path: shown(&temp),
+                source,
+            }),
         }
     }
 
@@ -120,27 +154,21 @@ impl Sink {
         file.sync_all().map_err(|e| self.io_error(e))?;
         drop(file);
         if self.force {
-            fs::rename(&self.temp, &self.target).map_err(|e| self.io_error(e))?;
+            fs::rename(&self.temp, &self.target).map_err(|e| self.rename_error(e))?;
         } else {
             match fs::hard_link(&self.temp, &self.target) {
                 Ok(()) => {
                     let _ = fs::remove_file(&self.temp);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    return Err(Error::Exists {
-                        path: shown(&self.target),
-                    });
+                    return Err(occupied(&self.target));
                 }
                 // No hard links on this file system: check, then rename. A file created in
                 // between would be replaced; the window is one system call wide.
                 Err(_) if self.target.symlink_metadata().is_err() => {
-                    fs::rename(&self.temp, &self.target).map_err(|e| self.io_error(e))?;
+                    fs::rename(&self.temp, &self.target).map_err(|e| self.rename_error(e))?;
                 }
-                Err(_) => {
-                    return Err(Error::Exists {
-                        path: shown(&self.target),
-                    });
-                }
+                Err(_) => return Err(occupied(&self.target)),
             }
         }
         self.committed = true;
@@ -149,6 +177,16 @@ impl Sink {
             let _ = File::open(dir).and_then(|d| d.sync_all());
         }
         Ok(self.target.clone())
+    }
+
+    /// A directory that appeared at the final name during the transfer is the likely cause;
+    /// say so rather than name the temporary file.
+    fn rename_error(&self, source: io::Error) -> Error {
+        if self.target.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            occupied(&self.target)
+        } else {
+            self.io_error(source)
+        }
     }
 
     fn io_error(&self, source: io::Error) -> Error {
@@ -226,7 +264,7 @@ pub(crate) fn spawn_writer(mut sink: Sink) -> Writer {
     }
 }
 
-fn shown(path: &Path) -> String {
+pub(crate) fn shown(path: &Path) -> String {
     names::escape(&path.to_string_lossy())
 }
 
@@ -237,7 +275,7 @@ mod tests {
     fn scratch_dir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("filexfer-sink-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        prepare_dir(&dir).expect("dir");
+        fs::create_dir_all(&dir).expect("dir");
         dir
     }
 
@@ -248,20 +286,6 @@ mod tests {
             .collect();
         names.sort();
         names
-    }
-
-    #[test]
-    fn created_directories_can_be_taken_back() {
-        let root = scratch_dir("mkdir");
-        let deep = root.join("a/b/c");
-        let created = prepare_dir(&deep).expect("create");
-        assert_eq!(created, [deep.clone(), root.join("a/b"), root.join("a")]);
-        assert!(prepare_dir(&deep).expect("exists").is_empty());
-        std::fs::write(root.join("a/keep.txt"), b"x").expect("file");
-        remove_created(&created);
-        // Empty directories went; the one with a file stayed, and so did its parent.
-        assert_eq!(entries(&root.join("a")), ["keep.txt"]);
-        fs::remove_dir_all(&root).expect("cleanup");
     }
 
     #[test]
@@ -301,6 +325,58 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_is_never_replaced() {
+        let dir = scratch_dir("isdir");
+        fs::create_dir(dir.join("a.txt")).expect("seed");
+        for force in [false, true] {
+            let err = Sink::create(&dir, "a.txt", force).expect_err("a directory is in the way");
+            assert!(matches!(err, Error::IsDirectory { .. }), "{err}");
+            assert!(
+                err.to_string()
+                    .contains("a.txt is a directory; not replacing it"),
+                "{err}"
+            );
+        }
+        // One that appears during the transfer is named too, not the temporary file.
+        fs::remove_dir(dir.join("a.txt")).expect("rm");
+        let sink = Sink::create(&dir, "a.txt", true).expect("create");
+        fs::create_dir(dir.join("a.txt")).expect("race");
+        let err = sink.commit().expect_err("rename onto a directory");
+        assert!(matches!(err, Error::IsDirectory { .. }), "{err}");
+        assert_eq!(entries(&dir), ["a.txt"], "temporary file left behind");
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn stale_temporary_files_of_the_same_name_are_removed() {
+        let dir = scratch_dir("stale");
+        let stem = temp_stem("a.txt");
+        // Above any pid_max: that process cannot run. Process 1 always does.
+        let dead = format!("{stem}4294967295.part");
+        let live = format!("{stem}1.part");
+        let other = format!("{}4294967295.part", temp_stem("b.txt"));
+        for name in [&dead, &live, &other] {
+            fs::write(dir.join(name), b"partial").expect("seed");
+        }
+        let sink = Sink::create(&dir, "a.txt", false).expect("create");
+        assert_eq!(
+            sink.temp_path(),
+            temp_path(&dir, "a.txt"),
+            "name not predictable"
+        );
+        let mut left = entries(&dir);
+        left.retain(|n| dir.join(n) != sink.temp_path());
+        let mut expected = vec![live, other];
+        expected.sort();
+        assert_eq!(
+            left, expected,
+            "only the dead process's file of this name goes"
+        );
+        drop(sink);
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
     fn an_abandoned_sink_leaves_nothing() {
         let dir = scratch_dir("drop");
         let mut sink = Sink::create(&dir, "a.txt", false).expect("create");
@@ -315,7 +391,7 @@ mod tests {
     fn malicious_names_never_leave_the_directory() {
         let root = scratch_dir("evil");
         let dir = root.join("out");
-        prepare_dir(&dir).expect("out");
+        fs::create_dir(&dir).expect("out");
         for evil in [
             "../escaped",
             "/tmp/escaped",

@@ -79,6 +79,21 @@ pub(crate) struct Reader {
     pub filled: mpsc::UnboundedReceiver<Result<Chunk>>,
     /// Buffers to give back once sent.
     pub free: mpsc::UnboundedSender<RecordBuf>,
+    /// The thread itself: awaited only when `filled` closes early, to learn why.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+impl Reader {
+    /// Why the reader thread stopped without sending its last item (it should not).
+    pub async fn failure(self) -> Error {
+        match self.done.await {
+            Err(e) => Error::local_thread("the file reader", &e),
+            Ok(()) => Error::LocalThread {
+                thread: "the file reader",
+                cause: "it stopped before the end of the file".into(),
+            },
+        }
+    }
 }
 
 /// Starts reading `source` on a blocking thread. The thread stops when the file is done, on a
@@ -89,7 +104,7 @@ pub(crate) fn spawn_reader(source: Source) -> Reader {
     for _ in 0..PIPELINE_DEPTH {
         let _ = free.send(RecordBuf::new(DATA_CHUNK));
     }
-    tokio::task::spawn_blocking(move || {
+    let done = tokio::task::spawn_blocking(move || {
         let Source {
             mut file,
             shown,
@@ -120,7 +135,7 @@ pub(crate) fn spawn_reader(source: Source) -> Reader {
         };
         let _ = filled_tx.send(Ok(Chunk::End(end)));
     });
-    Reader { filled, free }
+    Reader { filled, free, done }
 }
 
 /// Fills `buf` from `file`; a file that got shorter since it was opened is an error rather

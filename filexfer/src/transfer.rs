@@ -111,7 +111,7 @@ pub(crate) async fn abort<R, W>(
     // The peer already knows when it is the one that stopped or vanished.
     if matches!(
         error,
-        Error::PeerAborted { .. } | Error::PeerVanished { .. }
+        Error::PeerAborted { .. } | Error::PeerVanished { .. } | Error::PeerLeft { .. }
     ) {
         return;
     }

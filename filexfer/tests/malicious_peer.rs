@@ -10,7 +10,7 @@ use common::{Scratch, entries, random_file};
 use filexfer::handshake::{Role, handshake};
 use filexfer::message::FileOffer;
 use filexfer::record::{CONTROL_PAYLOAD, Kind, RecordBuf, RecordReader, RecordWriter};
-use filexfer::{Code, Error, Progress, ReceiveOptions, Source, receive_over, send_over};
+use filexfer::{Code, Error, NoProgress, ReceiveOptions, Source, receive_over, send_over};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,7 @@ async fn receive_into(stream: DuplexStream, outdir: &Path) -> filexfer::Result<f
         &code(),
         outdir,
         ReceiveOptions::default(),
-        &Progress::hidden(),
+        &NoProgress,
         &CancellationToken::new(),
     )
     .await
@@ -160,7 +160,7 @@ async fn through_hostile_relay(
     let cancel = CancellationToken::new();
     let source = Source::open(&data_path).expect("source");
     let outdir = dir.join("out");
-    let progress = Progress::hidden();
+    let progress = NoProgress;
     let code = code();
     let result = tokio::join!(
         send_over(sender_end, &code, source, &progress, &cancel),

@@ -6,18 +6,15 @@ use std::time::Duration;
 
 use clap::Parser;
 use relay_bin::local::LocalServer;
+use relay_bin::visitors::VisitorStats;
 use relay_bin::{RelayArgs, drain_visitors, fail, init_logging, shutdown_on_signal};
 use relay_core::IncomingVisitor;
 use relay_core::net::{join_host_port, reset_on_close, split_host_port, tune_data_socket};
 use relay_core::splice::{Meter, splice};
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
-// The data path allocates and frees a 64 KiB frame per yamux frame; glibc's allocator returns
-// that memory to the kernel and faults it back in on the next frame. mimalloc keeps it: about a
-// quarter less CPU per byte through a tunnel (docs/benchmark.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+relay_bin::use_mimalloc!();
 
 /// How long a visitor waits for the local server to accept before it is refused.
 const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,6 +63,8 @@ async fn serve(args: Args, local: String) -> relay_core::Result<()> {
     info!(local = %local.name(), addrs = ?local.addrs(), "forwarding visitors");
     let shutdown = shutdown_on_signal();
     let visitors = TaskTracker::new();
+    let stats = VisitorStats::new();
+    let summaries = stats.spawn_summaries();
     let result = loop {
         let incoming = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
@@ -76,24 +75,25 @@ async fn serve(args: Args, local: String) -> relay_core::Result<()> {
         };
         let visitor = incoming.visitor();
         let span = info_span!("visitor", visitor.id = visitor.id, visitor.addr = %visitor.addr);
-        visitors.spawn(forward(incoming, local.clone()).instrument(span));
+        visitors.spawn(forward(incoming, local.clone(), stats.clone()).instrument(span));
     };
     drain_visitors(&visitors).await;
+    summaries.stop().await;
     result
 }
 
-async fn forward(incoming: IncomingVisitor, local: Arc<LocalServer>) {
+async fn forward(incoming: IncomingVisitor, local: Arc<LocalServer>, stats: VisitorStats) {
     let connected = tokio::time::timeout(LOCAL_CONNECT_TIMEOUT, local.connect()).await;
     let local = local.name();
     let mut local_conn = match connected {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
-            warn!(local = %local, error = %e, "local server unreachable; refusing visitor");
+            stats.refused(format_args!("local server {local} unreachable: {e}"));
             incoming.refuse(&format!("local server {local}: {e}")).await;
             return;
         }
         Err(_) => {
-            warn!(local = %local, "local server did not accept in time; refusing visitor");
+            stats.refused(format_args!("local server {local} did not accept in time"));
             incoming
                 .refuse(&format!("local server {local}: connect timed out"))
                 .await;
@@ -103,19 +103,15 @@ async fn forward(incoming: IncomingVisitor, local: Arc<LocalServer>) {
     tune_data_socket(&local_conn);
     let mut stream = match incoming.accept().await {
         Ok(s) => s,
-        Err(e) => return info!(error = %e, "visitor left before it was accepted"),
+        Err(e) => return debug!(error = %e, "visitor left before it was accepted"),
     };
-    info!("visitor connected");
+    stats.opened();
     let meter = Meter::new();
     match splice(&mut stream, &mut local_conn, &meter).await {
-        Ok(()) => info!(
-            bytes_in = meter.a_to_b(),
-            bytes_out = meter.b_to_a(),
-            "visitor closed"
-        ),
+        Ok(()) => stats.closed(meter.a_to_b(), meter.b_to_a()),
         Err(e) => {
             reset_on_close(&local_conn);
-            info!(error = %e, bytes_in = meter.a_to_b(), bytes_out = meter.b_to_a(), "visitor reset");
+            stats.reset(e, &meter);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `relay [ADDR]`: the relay daemon.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,11 +12,7 @@ use relay_core::net::{bind_all_interfaces, bind_listener, parse_port, split_host
 use relay_core::server::{self, RelayConfig, RelayServer};
 use tokio::net::TcpListener;
 
-// The data path allocates and frees a 64 KiB frame per yamux frame; glibc's allocator returns
-// that memory to the kernel and faults it back in on the next frame. mimalloc keeps it: about a
-// quarter less CPU per byte through a tunnel (docs/benchmark.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+relay_bin::use_mimalloc!();
 
 /// Relay daemon: gives clients behind NAT a public port, and pairs file transfers.
 ///
@@ -70,7 +66,8 @@ struct Args {
     #[arg(long, env = "RELAY_OFFER_TTL", value_parser = parse_duration, default_value = "24h")]
     offer_ttl: Duration,
 
-    /// Worker threads, each serving whole sessions (0: one per CPU).
+    /// Threads in all, each serving whole sessions; the first also accepts connections
+    /// (0: one per CPU).
     #[arg(long, env = "RELAY_THREADS", default_value_t = 0)]
     threads: usize,
 
@@ -92,14 +89,16 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging("info");
-    let threads = args.threads;
-    relay_bin::run("relay", threads, async {
+    // The main thread runs a single-threaded runtime that is also worker 0 (see `Workers`), so
+    // `--threads N` means N threads in all; a separate pool just for accepting and signals
+    // would sit idle beside the workers.
+    relay_bin::run("relay", 1, async {
         run(args).await.map_err(|e| one_line(&e))
     })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let listener = bind_control(&args.addr)?;
+    let listener = bind_control(&args.addr).await?;
     let config = RelayConfig {
         public_ports: args.ports,
         public_host: args.public_host,
@@ -151,7 +150,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// One single-threaded runtime per worker thread; the relay hands each new connection to the
-/// next one, so a session and all its visitors live on one thread.
+/// next one, so a session and all its visitors live on one thread. Worker 0 is the runtime this
+/// is started on (the main thread's), the others get threads of their own.
 struct Workers {
     handles: Vec<tokio::runtime::Handle>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -159,7 +159,7 @@ struct Workers {
 }
 
 impl Workers {
-    /// `count` workers, or one per CPU for 0.
+    /// `count` workers in all (one per CPU for 0), the calling runtime being the first.
     fn start(count: usize) -> std::io::Result<Workers> {
         let count = match count {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -167,11 +167,11 @@ impl Workers {
         };
         let stop = tokio_util::sync::CancellationToken::new();
         let mut workers = Workers {
-            handles: Vec::new(),
+            handles: vec![tokio::runtime::Handle::current()],
             threads: Vec::new(),
             stop,
         };
-        for i in 0..count {
+        for i in 1..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -200,7 +200,7 @@ impl Drop for Workers {
 }
 
 /// Binds the control port from `PORT`, `:PORT`, `HOST:PORT` or `[V6]:PORT`.
-fn bind_control(addr: &str) -> anyhow::Result<TcpListener> {
+async fn bind_control(addr: &str) -> anyhow::Result<TcpListener> {
     let port_only = addr.strip_prefix(':').unwrap_or(addr);
     if port_only.bytes().all(|b| b.is_ascii_digit()) {
         let port = parse_control_port(port_only)?;
@@ -208,8 +208,8 @@ fn bind_control(addr: &str) -> anyhow::Result<TcpListener> {
             .with_context(|| format!("cannot listen on port {port} (all interfaces)"));
     }
     let (host, port) = split_host_port(addr).map_err(anyhow::Error::msg)?;
-    let candidates: Vec<SocketAddr> = (host.as_str(), port)
-        .to_socket_addrs()
+    let candidates: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
         .with_context(|| format!("cannot resolve '{host}'"))?
         .collect();
     let mut last_error = None;

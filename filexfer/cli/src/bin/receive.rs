@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use filexfer::{Code, Progress, ReceiveOptions, receive};
-use relay_bin::{init_logging, shutdown_on_signal};
+use filexfer::{Code, ReceiveOptions, receive};
+use filexfer_cli::{Side, StderrProgress};
+use relay_bin::{init_logging, parse_relay, shutdown_on_signal};
 
 /// Receive a file sent with `send`, into OUTDIR under the sender's file name.
 #[derive(Debug, Parser)]
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
     if !args.quiet {
         init_logging("warn");
     }
-    let progress = Progress::for_stderr("receive", args.quiet);
+    let progress = StderrProgress::new(Side::Receive, args.quiet);
     let options = ReceiveOptions { force: args.force };
     relay_bin::run("receive", 0, async {
         let cancel = shutdown_on_signal();
@@ -55,11 +56,6 @@ fn main() -> ExitCode {
         // The error line must not land in the middle of a progress bar.
         received.map(drop).inspect_err(|_| progress.clear())
     })
-}
-
-fn parse_relay(s: &str) -> Result<String, String> {
-    relay_core::net::split_host_port(s)?;
-    Ok(s.to_string())
 }
 
 fn parse_code(s: &str) -> Result<Code, String> {

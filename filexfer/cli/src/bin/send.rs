@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use filexfer::{Offered, Progress, Source};
-use relay_bin::{init_logging, parse_duration, shutdown_on_signal};
+use filexfer::{Offered, Source};
+use filexfer_cli::{Side, StderrProgress};
+use relay_bin::{init_logging, parse_duration, parse_relay, shutdown_on_signal};
 
 /// Send a file through a relay. Prints the code for `receive` on stdout (one line, nothing
 /// else); everything for people goes to stderr.
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
     if !args.quiet {
         init_logging("warn");
     }
-    let progress = Progress::for_stderr("send", args.quiet);
+    let progress = StderrProgress::new(Side::Send, args.quiet);
     relay_bin::run("send", 0, async {
         // The error line must not land in the middle of a progress bar.
         run(&args, &progress)
@@ -47,7 +48,7 @@ fn main() -> ExitCode {
     })
 }
 
-async fn run(args: &Args, progress: &Progress) -> filexfer::Result<()> {
+async fn run(args: &Args, progress: &StderrProgress) -> filexfer::Result<()> {
     let cancel = shutdown_on_signal();
     // Everything that can be checked locally is checked before a code exists.
     let source = Source::open(&args.file)?;
@@ -56,7 +57,7 @@ async fn run(args: &Args, progress: &Progress) -> filexfer::Result<()> {
         () = cancel.cancelled() => return Err(filexfer::Error::Cancelled("while contacting the relay")),
     };
     print_code(offered.code());
-    progress.note(format_args!(
+    progress.line(format_args!(
         "waiting for the receiver; on the other machine run: receive {} {} OUTDIR",
         args.relay,
         offered.code()
@@ -71,9 +72,4 @@ fn print_code(code: &filexfer::Code) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{code}");
     let _ = out.flush();
-}
-
-fn parse_relay(s: &str) -> Result<String, String> {
-    relay_core::net::split_host_port(s)?;
-    Ok(s.to_string())
 }
