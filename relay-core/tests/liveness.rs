@@ -31,19 +31,26 @@ async fn relay_drops_a_session_whose_client_stops_sending_heartbeats() {
     .await
     .expect("hello");
     let mut preface = [0u8; 8];
-    tokio::io::AsyncReadExt::read_exact(&mut sock, &mut preface)
-        .await
-        .expect("preface");
+    within(
+        "preface",
+        tokio::io::AsyncReadExt::read_exact(&mut sock, &mut preface),
+    )
+    .await
+    .expect("preface");
     assert_eq!(preface, PREFACE);
     let Reply::Welcome(Welcome { public_port, .. }) =
-        codec::read_frame(&mut sock, 4096).await.expect("welcome")
+        within("welcome", codec::read_frame(&mut sock, 4096))
+            .await
+            .expect("welcome")
     else {
         panic!("no welcome");
     };
     let keep = CancellationToken::new();
     let silent = mux::start(sock, Role::Dialer, 16, keep.clone());
     tokio::spawn(silent.driver);
-    let mut control = silent.handle.open().await.expect("control stream");
+    let mut control = within("control stream", silent.handle.open())
+        .await
+        .expect("control stream");
     codec::write_frame(&mut control, &ClientControl::Ping(0))
         .await
         .expect("first ping");
