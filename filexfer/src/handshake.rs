@@ -239,7 +239,12 @@ mod tests {
         });
         let code = Code::parse("7-apple-river-stone").expect("code");
         let got = handshake(&mut s, &code, Role::Sender).await;
-        assert!(got.is_err());
+        // Its own message passes the PAKE (symmetric SPAKE2 cannot tell it from a peer's), so
+        // only key confirmation, whose values differ per role, can catch the reflection. Any
+        // other error would mean the test stopped short of that check.
+        let err = got.expect_err("a reflected handshake succeeded");
+        assert!(matches!(err, Error::WrongCode), "{err}");
+        assert!(err.to_string().starts_with("wrong code"), "{err}");
     }
 
     #[tokio::test]

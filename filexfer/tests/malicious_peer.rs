@@ -202,7 +202,19 @@ async fn a_relay_that_cuts_the_stream_is_caught() {
     let (sent, received) = through_hostile_relay(&dir, |at, _| at < 1024 * 1024).await;
     let err = received.expect_err("truncated file accepted");
     assert!(matches!(err, Error::PeerVanished { .. }), "{err}");
-    assert!(sent.is_err(), "sender saw success");
+    // The relay cut both directions: the sender must report its peer gone, not success and not
+    // some unrelated failure.
+    let err = sent.expect_err("sender saw success");
+    assert!(
+        matches!(
+            err,
+            Error::PeerVanished {
+                peer: "receiver",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(entries(&dir.join("out")), Vec::<String>::new());
 }
 

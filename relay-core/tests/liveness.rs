@@ -9,9 +9,9 @@ use relay_core::client::Reconnect;
 use relay_core::codec;
 use relay_core::frame::FramedConn;
 use relay_core::mux::{self, Role};
-use relay_core::protocol::{ClientControl, Grant, Hello, PREFACE, PREFACE_LEN, Reply, Welcome};
+use relay_core::protocol::{ClientControl, Grant, Hello, PREFACE_LEN, Reply, Welcome};
 use relay_core::{Error, RelayConfig, SessionEnd, TunnelConfig, TunnelListener};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,16 +25,8 @@ async fn relay_drops_a_session_whose_client_stops_sending_heartbeats() {
     .await;
     // A client that completes the handshake and opens its control stream, then goes silent
     // while keeping the TCP connection open.
-    let sock = TcpStream::connect(relay.addr).await.expect("connect");
-    let mut conn = FramedConn::new(sock, 4096);
-    let hello = one_tunnel();
-    conn.write_preface_and_frame(&hello).await.expect("hello");
-    while conn.buffered().len() < PREFACE_LEN {
-        conn.fill().await.expect("preface");
-    }
-    assert_eq!(conn.buffered()[..PREFACE_LEN], PREFACE);
-    conn.consume(PREFACE_LEN);
-    let Reply::Welcome(Welcome { tunnels, .. }) = conn.read_frame().await.expect("welcome") else {
+    let (conn, welcome) = raw_hello(relay.addr, &one_tunnel()).await;
+    let Reply::Welcome(Welcome { tunnels, .. }) = welcome else {
         panic!("no welcome");
     };
     let public_port = tunnels[0].public_port;
@@ -42,7 +34,9 @@ async fn relay_drops_a_session_whose_client_stops_sending_heartbeats() {
     let (sock, early) = conn.into_parts();
     let silent = mux::start(sock, &early, Role::Dialer, 16, keep.clone());
     tokio::spawn(silent.driver);
-    let mut control = silent.handle.open().await.expect("control stream");
+    let mut control = within("control stream", silent.handle.open())
+        .await
+        .expect("control stream");
     codec::write_frame(&mut control, &ClientControl::Ping(0))
         .await
         .expect("first ping");

@@ -5,8 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use relay_core::frame::FramedConn;
-use relay_core::protocol::{ErrorCode, PREFACE, PREFACE_LEN, Reply};
+use relay_core::protocol::{ErrorCode, Reply};
 use relay_core::{Error, RelayConfig, TunnelConfig, TunnelListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -70,16 +69,7 @@ async fn a_client_that_breaks_the_yamux_rules_loses_its_connection_at_once() {
         ..RelayConfig::default()
     })
     .await;
-    let sock = TcpStream::connect(relay.addr).await.expect("connect");
-    let mut conn = FramedConn::new(sock, 4096);
-    let hello = one_tunnel();
-    conn.write_preface_and_frame(&hello).await.expect("hello");
-    while conn.buffered().len() < PREFACE_LEN {
-        conn.fill().await.expect("preface");
-    }
-    assert_eq!(conn.buffered()[..PREFACE_LEN], PREFACE);
-    conn.consume(PREFACE_LEN);
-    let reply: Reply = conn.read_frame().await.expect("welcome");
+    let (conn, reply) = raw_hello(relay.addr, &one_tunnel()).await;
     assert!(matches!(reply, Reply::Welcome(_)), "{reply:?}");
     let (mut sock, _) = conn.into_parts();
     // A Ping with ACK that answers no ping of the relay's: version 0, type 2, flags ACK, stream

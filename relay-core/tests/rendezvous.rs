@@ -2,11 +2,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use relay_core::client::{claim, offer};
-use relay_core::protocol::ErrorCode;
+use relay_core::protocol::{ErrorCode, Hello, Reply};
 use relay_core::{Error, RelayConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -59,9 +59,11 @@ async fn a_nameplate_serves_one_claim_and_unknown_ones_are_refused() {
 
     for (nameplate, code) in [
         (nameplate.as_str(), ErrorCode::UnknownNameplate),
+        // The largest nameplate a relay may issue, and far above what this one draws from.
         ("999999999999", ErrorCode::UnknownNameplate),
-        // Nameplates never start with 0 (the rule lives in protocol::nameplate).
+        // Never issued (protocol::nameplate): no leading zero, at most 12 digits.
         ("0", ErrorCode::BadRequest),
+        ("0123", ErrorCode::BadRequest),
         ("1234567890123", ErrorCode::BadRequest),
         ("12-word", ErrorCode::BadRequest),
         ("", ErrorCode::BadRequest),
@@ -135,11 +137,28 @@ async fn a_silent_sender_loses_its_offer() {
     })
     .await;
     let control = relay.control();
-    // Register an offer, then never send a heartbeat (never call wait_for_receiver).
-    let offered = offer(&control, HS).await.expect("offer");
-    let nameplate = offered.nameplate().to_string();
-    // Well past the three silent intervals (300 ms) after which the relay withdraws it.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A sender that registers an offer by hand and then says nothing while keeping its
+    // connection open (`client::offer` hides its socket, and its `wait_for_receiver` would send
+    // heartbeats). The relay closing that connection is the moment the offer is withdrawn.
+    let started = Instant::now();
+    let (conn, reply) = raw_hello(relay.addr, &Hello::Send).await;
+    let (mut sock, _) = conn.into_parts();
+    let Reply::Offered { nameplate, .. } = reply else {
+        panic!("expected an offer, got {reply:?}");
+    };
+    let mut rest = Vec::new();
+    let _ = within(
+        "relay to drop the silent sender",
+        sock.read_to_end(&mut rest),
+    )
+    .await;
+    // Three silent intervals (300 ms), not one.
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "dropped after {:?}",
+        started.elapsed()
+    );
+    // The relay withdraws the offer before it closes the sender's connection.
     match within("claim", claim(&control, &nameplate, HS)).await {
         Err(Error::Rejected {
             code: ErrorCode::UnknownNameplate,
@@ -147,7 +166,6 @@ async fn a_silent_sender_loses_its_offer() {
         }) => {}
         other => panic!("the silent sender's offer was not withdrawn: {other:?}"),
     }
-    drop(offered);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,30 +21,95 @@ pub fn one_tunnel() -> relay_core::protocol::Hello {
     }
 }
 
+/// A hand-made client: connects, sends `hello`, and reads the relay's preface and first
+/// reply, each within the deadline. The connection stays framed for what follows.
+pub async fn raw_hello(
+    addr: SocketAddr,
+    hello: &relay_core::protocol::Hello,
+) -> (
+    relay_core::frame::FramedConn<TcpStream>,
+    relay_core::protocol::Reply,
+) {
+    use relay_core::protocol::{PREFACE, PREFACE_LEN};
+    let sock = within("connect", TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let mut conn = relay_core::frame::FramedConn::new(sock, 4096);
+    within("hello", conn.write_preface_and_frame(hello))
+        .await
+        .expect("hello");
+    while conn.buffered().len() < PREFACE_LEN {
+        within("preface", conn.fill()).await.expect("preface");
+    }
+    assert_eq!(conn.buffered()[..PREFACE_LEN], PREFACE);
+    conn.consume(PREFACE_LEN);
+    let reply = within("reply", conn.read_frame()).await.expect("reply");
+    (conn, reply)
+}
+
 /// Every wait in these tests ends here at the latest; hitting it fails the test.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Awaits `fut`, failing the test if it takes longer than [`DEADLINE`].
+/// Worker threads of a [`TestRelay`], as `relay --threads 2` would run them.
+pub const WORKERS: usize = 2;
+
+/// Awaits `fut`, failing the test if it takes longer than [`DEADLINE`] of *real* time.
+///
+/// The deadline is kept by a plain thread, not a tokio timer: under `tokio::time::pause` a
+/// tokio timer would be the next thing the idle runtime auto-advances to, so a test whose
+/// awaited event never comes would "time out" at once, and one whose event lags in the kernel
+/// would time out spuriously. A thread's clock is immune to both.
 pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(DEADLINE, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: no result within {DEADLINE:?}"),
-    }
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let (expired_tx, expired) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        // Returns early (Disconnected) as soon as `done` is dropped: the wait is over.
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(DEADLINE) {
+            let _ = expired_tx.send(());
+        }
+    });
+    let out = tokio::select! {
+        out = fut => out,
+        _ = expired => panic!("{what}: no result within {DEADLINE:?}"),
+    };
+    drop(done);
+    out
 }
 
 /// A relay running in this process; stopped when dropped.
+///
+/// Like the `relay` binary, it serves connections on [`WORKERS`] worker threads, each running
+/// a single-threaded runtime, so these tests cover the hand-over of every accepted connection
+/// to a worker (`into_std`/`from_std`) and sessions, visitors and offers that live on different
+/// threads. [`TestRelay::on_this_runtime`] keeps everything on the test's own runtime instead.
 pub struct TestRelay {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub task: Option<tokio::task::JoinHandle<relay_core::Result<()>>>,
+    /// Declared last, so it is dropped after the relay's shutdown has been signalled.
+    workers: Workers,
 }
 
 impl TestRelay {
+    /// A relay with [`WORKERS`] worker threads.
     pub async fn start(config: RelayConfig) -> TestRelay {
+        Self::with_workers(config, WORKERS)
+    }
+
+    /// A relay that runs every connection on the calling runtime. For tests under
+    /// `tokio::time::pause`: a worker's runtime has its own clock, which would not be paused.
+    pub async fn on_this_runtime(config: RelayConfig) -> TestRelay {
+        Self::with_workers(config, 0)
+    }
+
+    fn with_workers(config: RelayConfig, workers: usize) -> TestRelay {
         // As the binary does: the large backlog matters in the bursts these tests make.
         let listener = relay_core::net::bind_listener("127.0.0.1:0".parse().expect("addr"))
             .expect("bind control port");
-        let relay = RelayServer::new(listener, config).expect("relay config");
+        let workers = Workers::start(workers);
+        let relay = RelayServer::new(listener, config)
+            .expect("relay config")
+            .with_workers(workers.handles.clone());
         let addr = relay.local_addr().expect("control address");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(relay.run(shutdown.clone()));
@@ -52,6 +117,7 @@ impl TestRelay {
             addr,
             shutdown,
             task: Some(task),
+            workers,
         }
     }
 
@@ -93,6 +159,52 @@ impl TestRelay {
 impl Drop for TestRelay {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        // `workers` drops next: its runtimes end, and with them whatever still runs there.
+    }
+}
+
+/// One single-threaded runtime per thread, as `relay`'s `Workers` (relay-bin/src/bin/relay.rs)
+/// starts them; stopped and joined on drop.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+impl Workers {
+    fn start(count: usize) -> Workers {
+        let stop = CancellationToken::new();
+        let mut handles = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..count {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("worker runtime");
+            handles.push(runtime.handle().clone());
+            let stop = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("test-relay-worker-{i}"))
+                .spawn(move || runtime.block_on(stop.cancelled()))
+                .expect("worker thread");
+            threads.push(thread);
+        }
+        Workers {
+            handles,
+            threads,
+            stop,
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        for thread in self.threads.drain(..) {
+            // A panic inside a worker's task is the task's, reported through its JoinHandle;
+            // the thread itself only waits for `stop`.
+            let _ = thread.join();
+        }
     }
 }
 
@@ -170,4 +282,51 @@ pub async fn until_refused(addr: SocketAddr) {
         }
     })
     .await
+}
+
+/// Whether `r` is the error a TCP reset gives.
+pub fn is_reset<T>(r: &std::io::Result<T>) -> bool {
+    matches!(r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+/// What a visitor saw: the outcome of sending (payload, then a half-close) and of reading to
+/// the end, each on its own.
+#[derive(Debug)]
+pub struct Visit {
+    pub sent: std::io::Result<()>,
+    pub read: std::io::Result<Vec<u8>>,
+}
+
+impl Visit {
+    /// Whether the visitor was reset. Linux reports a received reset to exactly one call on the
+    /// socket (whichever comes first, write or read) and a clean end to the calls after it, so
+    /// both sides of the visit are looked at.
+    pub fn was_reset(&self) -> bool {
+        is_reset(&self.sent) || is_reset(&self.read)
+    }
+}
+
+/// Like [`visit`], but keeps the send and receive outcomes apart (see [`Visit::was_reset`]).
+pub async fn visit_apart(addr: SocketAddr, payload: &[u8]) -> Visit {
+    let mut sock = match TcpStream::connect(addr).await {
+        Ok(sock) => sock,
+        // The reset can arrive before `connect` has even returned.
+        Err(e) => {
+            return Visit {
+                sent: Err(e),
+                read: Ok(Vec::new()),
+            };
+        }
+    };
+    let (mut r, mut w) = sock.split();
+    let send = async {
+        w.write_all(payload).await?;
+        w.shutdown().await
+    };
+    let recv = async {
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).await.map(|_| back)
+    };
+    let (sent, read) = tokio::join!(send, recv);
+    Visit { sent, read }
 }
