@@ -42,6 +42,7 @@ fn visitor_header() -> VisitorHeader {
         visitor_id: 987_654_321,
         tunnel: 0,
         peer_addr: SocketAddr::from(([203, 0, 113, 7], 54_321)),
+        relay_addr: SocketAddr::from(([198, 51, 100, 1], 8081)),
     }
 }
 

@@ -27,7 +27,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging("info");
-    relay_bin::run("echoserver", args.relay.threads, serve(args))
+    relay_bin::run("echoserver", args.relay.client.threads, serve(args))
 }
 
 async fn serve(args: Args) -> relay_core::Result<()> {
@@ -49,6 +49,8 @@ async fn serve(args: Args) -> relay_core::Result<()> {
     };
     drain_visitors(&visitors).await;
     summaries.stop().await;
+    // Goodbye: the relay frees the port now instead of keeping it leased for us.
+    listener.close().await;
     result
 }
 

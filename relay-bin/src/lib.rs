@@ -5,15 +5,20 @@
 //! [`visitors`], what tunnel clients log about their visitors.
 
 use std::fmt::Display;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub mod expose_config;
 pub mod local;
+pub mod proxy_header;
+pub mod tunnel_args;
 pub mod visitors;
+
 use tracing_subscriber::EnvFilter;
+pub use tunnel_args::{ClientOptions, RelayArgs, announce, follow_address};
 
 /// Makes mimalloc the allocator of the binary that invokes it (at the top level of its main
 /// file). A macro, not a `#[global_allocator]` here, so that each binary still chooses its
@@ -34,55 +39,6 @@ macro_rules! use_mimalloc {
 /// their own on it).
 #[doc(hidden)]
 pub use mimalloc::MiMalloc;
-
-/// Where a tunnel client (`echoserver`, `expose`) finds its relay.
-#[derive(Debug, clap::Args)]
-pub struct RelayArgs {
-    /// Relay host name or address.
-    pub relay_host: String,
-    /// Relay control port.
-    #[arg(value_parser = relay_core::net::parse_port)]
-    pub relay_port: u16,
-    /// Public port to ask the relay for (granted when free).
-    #[arg(long, env = "RELAY_PREFERRED_PORT")]
-    pub port: Option<u16>,
-    /// Runtime worker threads (0: one per CPU).
-    #[arg(long, env = "RELAY_CLIENT_THREADS", default_value_t = 1)]
-    pub threads: usize,
-    /// Exit (status 1) when the session with the relay is lost, instead of reconnecting; for
-    /// running under a supervisor that restarts the client (systemd `Restart=`).
-    #[arg(long, env = "RELAY_NO_RECONNECT")]
-    pub no_reconnect: bool,
-    /// Secret the relay requires, if it requires one.
-    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true, value_parser = parse_token)]
-    pub token: Option<relay_core::auth::Token>,
-}
-
-impl RelayArgs {
-    /// The tunnel settings these arguments ask for.
-    pub fn tunnel_config(&self) -> relay_core::TunnelConfig {
-        relay_core::TunnelConfig {
-            preferred_port: self.port,
-            token: self.token.clone(),
-            reconnect: if self.no_reconnect {
-                relay_core::client::Reconnect::never()
-            } else {
-                relay_core::client::Reconnect::default()
-            },
-            ..relay_core::TunnelConfig::default()
-        }
-    }
-
-    /// Opens the tunnel and prints its public address (stdout: `HOST:PORT` only), and prints it
-    /// again whenever a reconnect gives it another one.
-    pub async fn open_tunnel(&self) -> relay_core::Result<relay_core::TunnelListener> {
-        let relay = relay_core::net::join_host_port(&self.relay_host, self.relay_port);
-        let listener = relay_core::TunnelListener::connect(&relay, self.tunnel_config()).await?;
-        announce(&listener.public_addr());
-        follow_address(listener.watch_public_addr());
-        Ok(listener)
-    }
-}
 
 /// Runs a binary's async main; an error becomes one line on stderr and a failing exit code.
 ///
@@ -191,29 +147,6 @@ async fn wait_for_signal() {
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
     }
-}
-
-/// Prints every later public address of a tunnel as a new stdout line (the library warns on
-/// stderr when it changes).
-pub fn follow_address(mut addr: tokio::sync::watch::Receiver<relay_core::PublicAddr>) {
-    addr.mark_unchanged();
-    tokio::spawn(async move {
-        while addr.changed().await.is_ok() {
-            let now = addr.borrow_and_update().clone();
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{now}");
-            let _ = out.flush();
-        }
-    });
-}
-
-/// Prints a tunnel's public address: stdout gets exactly `HOST:PORT` (flushed at once, for
-/// scripts), people get a line on stderr.
-pub fn announce(addr: &relay_core::PublicAddr) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{addr}");
-    let _ = out.flush();
-    eprintln!("established relay address: ({}, {})", addr.host, addr.port);
 }
 
 /// Prints `PROGRAM: error` on one line to stderr and returns a failing exit code.

@@ -177,6 +177,7 @@ mod tests {
             visitor_id: 1,
             tunnel: 63,
             peer_addr: "[::1]:40000".parse().expect("addr"),
+            relay_addr: "[::1]:8081".parse().expect("addr"),
         });
         round_trip(VisitorReply::Refused {
             reason: "connection refused".into(),

@@ -157,6 +157,7 @@ async fn read_header(stream: Substream, timeout: Duration) -> Option<Routed> {
                 visitor: Visitor {
                     id: h.visitor_id,
                     addr: h.peer_addr,
+                    relay_addr: h.relay_addr,
                 },
             },
         )),

@@ -25,8 +25,9 @@ use crate::protocol::{
 const LAST_WORD: Duration = Duration::from_millis(100);
 /// Longest a client keeps a shutting-down relay's connection for visitors still inside.
 const MAX_RELAY_DRAIN: Duration = Duration::from_secs(60);
-/// How long a stopping client gives its goodbye to reach the relay.
-const GOODBYE: Duration = Duration::from_secs(1);
+/// How long a stopping client waits, after its goodbye, for the relay to finish forwarding what
+/// its visitors still have in flight and close the connection.
+const GOODBYE: Duration = Duration::from_secs(10);
 
 /// What a tunnel client does when its session is lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,8 +199,15 @@ impl Supervisor {
             r = &mut driver => Err(r.unwrap_or_else(|e| SessionEnd::ConnectionLost(format!("connection task failed: {e}")))),
             end = heartbeats(&mut control, &mut liveness) => Ok(end),
             () = self.stop.cancelled() => {
-                let bye = control.write_frame(&ClientControl::Goodbye);
-                let _ = tokio::time::timeout(GOODBYE, bye).await;
+                // The relay frees the ports, lets the visitors inside finish (their last bytes
+                // and FINs are already queued ahead of the goodbye), then closes: closing first
+                // would cut them.
+                let goodbye = async {
+                    if control.write_frame(&ClientControl::Goodbye).await.is_ok() {
+                        let _ = (&mut driver).await;
+                    }
+                };
+                let _ = tokio::time::timeout(GOODBYE, goodbye).await;
                 Ok(SessionEnd::Closed)
             }
         };

@@ -121,7 +121,9 @@ struct Client {
     session_id: watch::Receiver<u64>,
     /// Why the client stopped, once it has.
     ended: watch::Receiver<Option<SessionEnd>>,
-    _stop: DropGuard,
+    /// Cancelled by [`TunnelListener::close`], or when the last listener is dropped.
+    stop: CancellationToken,
+    _stop_on_drop: DropGuard,
 }
 
 impl TunnelListener {
@@ -193,7 +195,8 @@ impl TunnelListener {
             max_visitors: welcome.max_visitors,
             session_id,
             ended,
-            _stop: stop.clone().drop_guard(),
+            stop: stop.clone(),
+            _stop_on_drop: stop.clone().drop_guard(),
         });
         let span = info_span!("tunnel", relay = %relay);
         let supervisor = Supervisor {
@@ -268,6 +271,17 @@ impl TunnelListener {
             },
             () = ended_signal(&mut ended) => Err(self.lost().await),
         }
+    }
+
+    /// Ends the session on purpose, for every tunnel of this connection: tells the relay
+    /// goodbye, so it frees the public ports at once (a lost session's ports stay leased) and
+    /// lets the visitors inside finish, and waits until the relay has closed the connection
+    /// (bounded). Close the streams of finished visitors first: their last bytes travel ahead
+    /// of the goodbye. Dropping every listener does the same without waiting.
+    pub async fn close(&self) {
+        self.client.stop.cancel();
+        let mut ended = self.client.ended.clone();
+        ended_signal(&mut ended).await;
     }
 
     /// The error for a client that has stopped, with its reason.

@@ -19,6 +19,8 @@ pub struct Visitor {
     pub id: u64,
     /// The address the visitor connected from, as the relay saw it.
     pub addr: SocketAddr,
+    /// The address on the relay the visitor connected to.
+    pub relay_addr: SocketAddr,
 }
 
 /// A visitor the relay announced, not yet answered. Answer promptly: the relay holds the

@@ -216,6 +216,9 @@ pub struct VisitorHeader {
     pub visitor_id: u64,
     /// Which tunnel the visitor came through: an index into the hello's `tunnels`.
     pub tunnel: u16,
+    /// The address on the relay the visitor connected to (its end of the public port), for
+    /// PROXY protocol headers and logs.
+    pub relay_addr: SocketAddr,
     /// Address the visitor connected from.
     pub peer_addr: SocketAddr,
 }

@@ -220,14 +220,17 @@ async fn serve(
             }
         }
     };
-    if relay_shutdown.is_cancelled() && !driver.is_finished() {
-        // Draining: no new visitors (the ports close now), but those already inside may finish
-        // until the relay's drain deadline.
+    let draining = relay_shutdown.is_cancelled() || matches!(end, SessionEnd::PeerLeft);
+    if draining && !driver.is_finished() {
+        // The relay is going away, or the client is (it said goodbye after its visitors'
+        // last bytes): no new visitors (the ports close now), but those inside may finish,
+        // until the drain deadline.
         shared.leases.release(std::mem::take(&mut ports), None);
         let inside = join_all(limits.iter().map(|l| l.acquire_many(cap as u32)));
         tokio::select! {
             _ = inside => {}
             () = shared.hard_stop.cancelled() => {}
+            () = tokio::time::sleep(config.drain_timeout) => {}
             _ = &mut driver => {}
         }
     }

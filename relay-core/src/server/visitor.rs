@@ -29,11 +29,12 @@ pub(super) async fn serve(
     _permit: OwnedSemaphorePermit,
 ) {
     tune_data_socket(&tcp);
+    let relay_addr = tcp.local_addr().map_or(peer_addr, crate::net::canonical);
     // `a_to_b`: from the visitor to the client. The session's totals move along.
     let meter = Meter::with_parent(tunnel.bytes.clone());
     let result = tokio::select! {
         () = tunnel.session.cancelled() => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "tunnel session ended")),
-        r = forward(&mut tcp, VisitorHeader { visitor_id, tunnel: index, peer_addr }, &tunnel.mux, tunnel.answer_timeout, &meter) => r,
+        r = forward(&mut tcp, VisitorHeader { visitor_id, tunnel: index, peer_addr, relay_addr }, &tunnel.mux, tunnel.answer_timeout, &meter) => r,
     };
     let (bytes_in, bytes_out) = (meter.a_to_b(), meter.b_to_a());
     match result {
