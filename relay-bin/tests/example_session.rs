@@ -2,50 +2,10 @@
 //! user would: `relay`, `echoserver`, `expose`.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use relay_test_support::{DEADLINE, Proc, Relay, free_port};
-
-/// Sends `data`, half-closes, and reads until the far end closes.
-fn exchange(addr: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(DEADLINE))?;
-    s.write_all(data)?;
-    s.shutdown(Shutdown::Write)?;
-    let mut back = Vec::new();
-    s.read_to_end(&mut back)?;
-    Ok(back)
-}
-
-/// Like [`exchange`], for a visitor that should be reset: whether any step (connect, write,
-/// half-close, read) reported the reset, and the bytes read. Linux reports a received reset to
-/// exactly one call on the socket and a clean end to those after it, so every step counts.
-fn exchange_reset(addr: &str, data: &[u8]) -> (bool, Vec<u8>) {
-    let reset = |e: &std::io::Error| e.kind() == std::io::ErrorKind::ConnectionReset;
-    let mut s = match TcpStream::connect(addr) {
-        Ok(s) => s,
-        Err(e) => return (reset(&e), Vec::new()),
-    };
-    s.set_read_timeout(Some(DEADLINE)).expect("read timeout");
-    let mut was_reset = false;
-    if let Err(e) = s.write_all(data) {
-        was_reset |= reset(&e);
-    }
-    if let Err(e) = s.shutdown(Shutdown::Write) {
-        was_reset |= reset(&e);
-    }
-    let mut back = Vec::new();
-    if let Err(e) = s.read_to_end(&mut back) {
-        assert_ne!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock,
-            "no end within {DEADLINE:?}"
-        );
-        was_reset |= reset(&e);
-    }
-    (was_reset, back)
-}
+use relay_test_support::{DEADLINE, Proc, Relay, exchange, exchange_reset, free_port};
 
 fn check_example_session(relay_arg: &str, port: u16) {
     let relay = Proc::spawn("relay", &[relay_arg]);

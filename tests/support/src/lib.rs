@@ -2,14 +2,17 @@
 //! with deadlines, and clean up on drop. Plain threads and std types, so sync and async tests can
 //! both use it.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+mod forwarder;
+pub use forwarder::Forwarder;
 
 /// Generous deadline for anything a test waits on; a wait that hits it fails the test.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -28,6 +31,46 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port found in 20000-29999");
+}
+
+/// Sends `data`, half-closes, and reads until the far end closes.
+pub fn exchange(addr: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(DEADLINE))?;
+    s.write_all(data)?;
+    s.shutdown(Shutdown::Write)?;
+    let mut back = Vec::new();
+    s.read_to_end(&mut back)?;
+    Ok(back)
+}
+
+/// Like [`exchange`], for a visitor that should be reset: whether any step (connect, write,
+/// half-close, read) reported the reset, and the bytes read. Linux reports a received reset to
+/// exactly one call on the socket and a clean end to those after it, so every step counts.
+pub fn exchange_reset(addr: &str, data: &[u8]) -> (bool, Vec<u8>) {
+    let reset = |e: &std::io::Error| e.kind() == std::io::ErrorKind::ConnectionReset;
+    let mut s = match TcpStream::connect(addr) {
+        Ok(s) => s,
+        Err(e) => return (reset(&e), Vec::new()),
+    };
+    s.set_read_timeout(Some(DEADLINE)).expect("read timeout");
+    let mut was_reset = false;
+    if let Err(e) = s.write_all(data) {
+        was_reset |= reset(&e);
+    }
+    if let Err(e) = s.shutdown(Shutdown::Write) {
+        was_reset |= reset(&e);
+    }
+    let mut back = Vec::new();
+    if let Err(e) = s.read_to_end(&mut back) {
+        assert_ne!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "no end within {DEADLINE:?}"
+        );
+        was_reset |= reset(&e);
+    }
+    (was_reset, back)
 }
 
 /// Path of a workspace binary, freshly built.
@@ -273,7 +316,13 @@ impl Relay {
     /// Like [`Relay::start`], with extra environment variables (`RUST_LOG=debug` for the
     /// per-visitor lines).
     pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Relay {
-        let mut args = vec!["127.0.0.1:0"];
+        Self::start_at("127.0.0.1:0", extra, env)
+    }
+
+    /// Starts `relay CONTROL EXTRA...`: a fixed control address, for a relay restarted on the
+    /// port its clients know.
+    pub fn start_at(control: &str, extra: &[&str], env: &[(&str, &str)]) -> Relay {
+        let mut args = vec![control];
         args.extend_from_slice(extra);
         let proc = Proc::spawn_with("relay", &args, env);
         let log = proc.wait_stderr("relay listening", DEADLINE);
