@@ -198,3 +198,94 @@ fn three_locals_share_one_connection_and_each_port_reaches_its_own_server() {
     let log = relay.proc.stderr();
     assert_eq!(log.matches("session opened").count(), 1, "{log}");
 }
+
+/// The relay's resident memory (KiB) and open descriptors, from /proc.
+fn relay_footprint(relay: &Relay) -> (u64, usize) {
+    let pid = relay.proc.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .count();
+    (rss, fds)
+}
+
+#[test]
+fn a_reconnect_storm_leaves_the_relay_as_it_was() {
+    const CLIENTS: usize = 50;
+    const STORMS: u64 = 4;
+    let relay = Relay::start(&[]);
+    let forwarder = Forwarder::start(relay.addr);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let config = relay_core::TunnelConfig {
+        reconnect: relay_core::client::Reconnect {
+            enabled: true,
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+        },
+        ..relay_core::TunnelConfig::default()
+    };
+    let via = forwarder.addr.to_string();
+    let listeners: Vec<_> = runtime.block_on(async {
+        let mut all = Vec::new();
+        for _ in 0..CLIENTS {
+            let l = relay_core::TunnelListener::connect(&via, config.clone()).await;
+            all.push(l.expect("tunnel"));
+        }
+        all
+    });
+    let ports: Vec<u16> = listeners.iter().map(|l| l.public_addr().port).collect();
+    // Every storm cuts every session at once; all come back through their leases.
+    let storm = |n: u64| {
+        forwarder.cut_all();
+        let started = Instant::now();
+        while forwarder.connections() < CLIENTS as u64 * (n + 1) {
+            assert!(
+                started.elapsed() < DEADLINE,
+                "only {} reconnects",
+                forwarder.connections()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The new sessions are whole once the relay has taken every leased port back.
+        while (relay.proc.stderr().matches("leased port reclaimed").count() as u64)
+            < CLIENTS as u64 * n
+        {
+            assert!(started.elapsed() < DEADLINE, "not every port was reclaimed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    storm(1); // warm-up: allocator pools, lease tables at their working size
+    let before = relay_footprint(&relay);
+    for n in 2..=STORMS {
+        storm(n);
+    }
+    let settled = Instant::now();
+    let after = loop {
+        let now = relay_footprint(&relay);
+        if now.1 <= before.1 || settled.elapsed() > Duration::from_secs(5) {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let same_ports: Vec<u16> = listeners.iter().map(|l| l.public_addr().port).collect();
+    assert_eq!(same_ports, ports, "a client lost its port in the storm");
+    assert!(
+        after.1 <= before.1,
+        "descriptors {} -> {}",
+        before.1,
+        after.1
+    );
+    assert!(
+        after.0 <= before.0 + 4096,
+        "relay RSS grew from {} KiB to {} KiB over {} reconnects",
+        before.0,
+        after.0,
+        CLIENTS as u64 * (STORMS - 1)
+    );
+    drop(listeners);
+}

@@ -96,10 +96,10 @@ impl Leases {
             };
             granted.push(tunnel);
         }
-        // Fresh secrets: one that leaked with an old grant is worth nothing from now on.
+        // A reclaimed port keeps its secret: a client whose reconnect dies after the relay
+        // granted it, before the welcome arrived, must still hold a valid one.
         let mut entries = self.lock();
-        for tunnel in &mut granted {
-            tunnel.secret = LeaseSecret::random();
+        for tunnel in &granted {
             entries.insert(
                 tunnel.port,
                 Entry::Active {

@@ -167,13 +167,15 @@ async fn serve(
 
     // The client opens the control substream first, right after the welcome.
     let control = tokio::select! {
-        s = mux.inbound.recv() => s,
-        () = tokio::time::sleep(config.handshake_timeout) => None,
+        s = mux.inbound.recv() => s.ok_or_else(|| SessionEnd::ConnectionLost("the connection ended before the control stream opened".into())),
+        () = tokio::time::sleep(config.handshake_timeout) => Err(SessionEnd::Protocol("no control stream opened after the welcome".into())),
     };
-    let Some(control) = control else {
-        driver.abort();
-        let end = SessionEnd::Protocol("no control stream opened after the welcome".into());
-        return (end, None, ports);
+    let control = match control {
+        Ok(control) => control,
+        Err(end) => {
+            driver.abort();
+            return (end, None, ports);
+        }
     };
     let tunnel = Arc::new(Tunnel {
         mux: mux.handle.clone(),
