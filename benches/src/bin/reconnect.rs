@@ -23,6 +23,9 @@ struct Args {
     /// Relay restarts to time.
     #[arg(long, default_value_t = 20)]
     restarts: usize,
+    /// How long the relay stays down before each restart, in seconds.
+    #[arg(long, default_value_t = 0.0)]
+    down: f64,
     /// Length of the client outage, in seconds.
     #[arg(long, default_value_t = 2.0)]
     outage: f64,
@@ -39,7 +42,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    restarts(args.restarts);
+    restarts(args.restarts, Duration::from_secs_f64(args.down));
     outage(Duration::from_secs_f64(args.outage), args.visitor_rate);
     storms(args.clients, args.storms);
 }
@@ -54,7 +57,7 @@ fn until_echoes(public: &str) -> Duration {
     started.elapsed()
 }
 
-fn restarts(trials: usize) {
+fn restarts(trials: usize, down: Duration) {
     let control = format!("127.0.0.1:{}", free_port());
     let mut relay = Relay::start_at(&control, &[], &[("RUST_LOG", "warn")]);
     let port = relay.port().to_string();
@@ -64,6 +67,8 @@ fn restarts(trials: usize) {
     let mut took = Vec::with_capacity(trials);
     for _ in 0..trials {
         relay.proc.kill();
+        // The outage itself, not a wait for anything.
+        std::thread::sleep(down);
         relay = Relay::start_at(&control, &[], &[("RUST_LOG", "warn")]);
         took.push(until_echoes(&public));
     }
@@ -71,7 +76,8 @@ fn restarts(trials: usize) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let p99 = took[((took.len() * 99).div_ceil(100)).saturating_sub(1)];
     println!(
-        "restart_to_echo trials={} median_ms={:.0} p99_ms={:.0} max_ms={:.0}",
+        "restart_to_echo down_s={:.1} trials={} median_ms={:.0} p99_ms={:.0} max_ms={:.0}",
+        down.as_secs_f64(),
         took.len(),
         ms(took[took.len() / 2]),
         ms(p99),
@@ -155,7 +161,10 @@ fn storms(clients: usize, storms: usize) {
         forwarder.cut_all();
         let started = Instant::now();
         while forwarder.connections() < (clients * (n + 1)) as u64 {
-            assert!(started.elapsed() < Duration::from_secs(120), "clients did not return");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "clients did not return"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     };

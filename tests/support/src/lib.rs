@@ -81,11 +81,14 @@ pub fn exchange_reset(addr: &str, data: &[u8]) -> (bool, Vec<u8>) {
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory");
+    // target/<profile>/deps/<test> (a test) or target/<profile>/<bin> (a bench tool) ->
+    // target/<profile>/<name>
+    let parent = exe.parent().expect("target directory");
+    let dir = if parent.file_name().is_some_and(|d| d == "deps") {
+        parent.parent().expect("target directory")
+    } else {
+        parent
+    };
     BUILT.get_or_init(|| {
         let mut cargo = Command::new(env_or("CARGO", "cargo"));
         cargo.args([
