@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -16,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::frame::FramedConn;
 use crate::liveness::{Beat, Liveness};
 use crate::mux::{self, Role, Substream};
+use crate::transport::Conn;
 use crate::protocol::{
     ClientControl, DEFAULT_MAX_FRAME_LEN, Hello, LeaseSecret, RelayControl, Reply, TunnelRequest,
     Welcome,
@@ -71,7 +71,7 @@ impl Reconnect {
 
 /// A session the relay has just welcomed.
 pub(super) struct Established {
-    pub(super) conn: FramedConn<TcpStream>,
+    pub(super) conn: FramedConn<Conn>,
     pub(super) welcome: Welcome,
 }
 
