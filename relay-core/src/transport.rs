@@ -104,13 +104,13 @@ fn rehome(tcp: &mut TcpStream) -> io::Result<()> {
 }
 
 /// Runs the relay's side of a TLS handshake on a connection whose first byte said TLS.
-pub(crate) async fn accept_tls(tcp: TcpStream, tls: &ServerTls) -> io::Result<Conn> {
+pub async fn accept_tls(tcp: TcpStream, tls: &ServerTls) -> io::Result<Conn> {
     let stream = tls.acceptor().accept(TcpIo::new(tcp)).await?;
     Ok(Conn(Inner::Tls(Box::new(stream.into()))))
 }
 
 /// Runs the client's side of a TLS handshake with the relay at `relay` (`HOST:PORT`).
-pub(crate) async fn connect_tls(relay: &str, tcp: TcpStream, tls: &ClientTls) -> Result<Conn> {
+pub async fn connect_tls(relay: &str, tcp: TcpStream, tls: &ClientTls) -> Result<Conn> {
     let host = crate::net::split_host_port(relay).map_or_else(|_| relay.to_string(), |(h, _)| h);
     let name = tls.server_name(&host)?;
     match tls
