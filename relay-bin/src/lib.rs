@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod local;
+pub mod tls;
 pub mod visitors;
 use tracing_subscriber::EnvFilter;
 
@@ -56,28 +57,31 @@ pub struct RelayArgs {
     /// Secret the relay requires, if it requires one.
     #[arg(long, env = "RELAY_TOKEN", hide_env_values = true, value_parser = parse_token)]
     pub token: Option<relay_core::auth::Token>,
+    #[command(flatten)]
+    pub tls: tls::ClientTlsArgs,
 }
 
 impl RelayArgs {
-    /// The tunnel settings these arguments ask for.
-    pub fn tunnel_config(&self) -> relay_core::TunnelConfig {
-        relay_core::TunnelConfig {
+    /// The tunnel settings these arguments ask for (fails on an unreadable CA file).
+    pub fn tunnel_config(&self) -> relay_core::Result<relay_core::TunnelConfig> {
+        Ok(relay_core::TunnelConfig {
             preferred_port: self.port,
             token: self.token.clone(),
+            tls: self.tls.client_tls()?,
             reconnect: if self.no_reconnect {
                 relay_core::client::Reconnect::never()
             } else {
                 relay_core::client::Reconnect::default()
             },
             ..relay_core::TunnelConfig::default()
-        }
+        })
     }
 
     /// Opens the tunnel and prints its public address (stdout: `HOST:PORT` only), and prints it
     /// again whenever a reconnect gives it another one.
     pub async fn open_tunnel(&self) -> relay_core::Result<relay_core::TunnelListener> {
         let relay = relay_core::net::join_host_port(&self.relay_host, self.relay_port);
-        let listener = relay_core::TunnelListener::connect(&relay, self.tunnel_config()).await?;
+        let listener = relay_core::TunnelListener::connect(&relay, self.tunnel_config()?).await?;
         announce(&listener.public_addr());
         follow_address(listener.watch_public_addr());
         Ok(listener)

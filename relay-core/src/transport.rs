@@ -16,7 +16,7 @@ use crate::auth::NO_BINDING;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::protocol::{MAGIC, PREFACE_LEN, Reply, parse_preface};
-use crate::tls::{BINDING_LABEL, ClientTls, ServerTls};
+use crate::tls::{BINDING_LABEL, ClientTls, PinMismatch, ServerTls};
 
 /// Read buffer under TLS. rustls reads at most 4 KiB per call; without a buffer that is four
 /// syscalls per 16 KiB record. One 32 KiB read serves about two records.
@@ -137,14 +137,23 @@ fn handshake_failed(relay: &str, e: &io::Error, first: &[u8]) -> Error {
              connect without --tls"
         ));
     }
-    let hint = if e.to_string().contains("certificate") {
-        " (check --tls-ca or --tls-fingerprint)"
-    } else {
-        ""
-    };
-    Error::Tls(format!(
-        "TLS handshake with the relay at {relay} failed: {e}{hint}"
-    ))
+    let rustls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    if let Some(rustls::Error::InvalidCertificate(why)) = rustls_error {
+        if let rustls::CertificateError::Other(other) = why {
+            if let Some(mismatch) = other.0.downcast_ref::<PinMismatch>() {
+                return Error::Tls(format!(
+                    "the relay at {relay} is not the one pinned: {mismatch}"
+                ));
+            }
+        }
+        return Error::Tls(format!(
+            "the relay at {relay} presented a certificate this client does not trust ({why:?}); \
+             check --tls-ca, or pin it with --tls-fingerprint"
+        ));
+    }
+    Error::Tls(format!("handshake with the relay at {relay} failed: {e}"))
 }
 
 /// The relay's preface and first reply, if `bytes` hold both.

@@ -82,8 +82,8 @@ fn ca_and_relay_cert(dir: &Scratch) -> (PathBuf, PathBuf, PathBuf) {
     let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let key = rcgen::KeyPair::generate().expect("relay key");
-    let params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).expect("params");
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("params");
     let cert = params.signed_by(&key, &issuer).expect("relay cert");
     (
         dir.write("ca.pem", &ca_cert.pem()),
@@ -108,7 +108,9 @@ async fn a_relay_certificate_checked_against_a_ca_file() {
     let other = Scratch::new("other-ca");
     let (other_ca, _, _) = ca_and_relay_cert(&other);
     let tls = ClientTls::ca_file(&other_ca).expect("CA file");
-    let err = tunnel(&relay.control(), client(Some(tls))).await.unwrap_err();
+    let err = tunnel(&relay.control(), client(Some(tls)))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Tls(_)), "{err}");
     assert!(err.to_string().contains("certificate"), "{err}");
 }
@@ -123,7 +125,9 @@ async fn a_pinned_fingerprint_accepts_its_relay_and_nothing_else() {
 
     let wrong = Fingerprint::of(b"some other certificate");
     let pinned = ClientTls::pinned(wrong).expect("pinned");
-    let err = tunnel(&relay.control(), client(Some(pinned))).await.unwrap_err();
+    let err = tunnel(&relay.control(), client(Some(pinned)))
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Tls(_)), "{msg}");
     assert!(
@@ -159,7 +163,9 @@ async fn plain_clients_are_served_beside_tls_unless_tls_is_required() {
 async fn a_tls_client_is_told_when_the_relay_does_not_speak_tls() {
     let relay = TestRelay::default().await;
     let pinned = ClientTls::pinned(Fingerprint::of(b"x")).expect("pinned");
-    let err = tunnel(&relay.control(), client(Some(pinned))).await.unwrap_err();
+    let err = tunnel(&relay.control(), client(Some(pinned)))
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("does not speak TLS"),
         "unclear error: {err}"
@@ -303,10 +309,7 @@ async fn recording_forwarder(to: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>
         };
         let (ar, aw) = a.into_split();
         let (br, bw) = b.into_split();
-        tokio::join!(
-            pump(ar, bw, record.clone()),
-            pump(br, aw, record.clone())
-        );
+        tokio::join!(pump(ar, bw, record.clone()), pump(br, aw, record.clone()));
     });
     (addr, seen)
 }

@@ -15,11 +15,11 @@ use crate::error::{Error, Result};
 use crate::frame::FramedConn;
 use crate::liveness::{Beat, Liveness};
 use crate::mux::{self, Role, Substream};
-use crate::transport::Conn;
 use crate::protocol::{
     ClientControl, DEFAULT_MAX_FRAME_LEN, Hello, LeaseSecret, RelayControl, Reply, TunnelRequest,
     Welcome,
 };
+use crate::transport::Conn;
 
 /// How long a lost session waits for the relay's last control frame, to report its reason.
 const LAST_WORD: Duration = Duration::from_millis(100);

@@ -18,8 +18,8 @@ use crate::ending::SessionEnd;
 use crate::error::{Error, Result};
 use crate::mux::Substream;
 use crate::net::{join_host_port, split_host_port};
-use crate::tls::ClientTls;
 use crate::protocol::{DEFAULT_HANDSHAKE_TIMEOUT, MAX_TUNNELS_PER_SESSION, TunnelRequest};
+use crate::tls::ClientTls;
 
 /// How long `accept` waits for the session task to record why it ended.
 const LAST_WORD: Duration = Duration::from_millis(500);

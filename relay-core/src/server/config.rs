@@ -4,11 +4,11 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::access::Access;
-use crate::tls::ServerTls;
 use crate::protocol::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_FRAME_LEN, MAX_FRAME_LEN,
     MAX_VISITORS_PER_TUNNEL,
 };
+use crate::tls::ServerTls;
 
 /// How many public ports a relay hands out by default, starting right above its control port.
 pub const DEFAULT_PUBLIC_PORT_SPAN: u16 = 1000;

@@ -11,10 +11,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::access::{Access, NamedToken};
 use crate::codec::{self, CodecError};
 use crate::frame::FramedConn;
-use crate::transport::Conn;
 use crate::protocol::{
     ErrorCode, Hello, MAGIC, PREFACE_LEN, PROTOCOL_VERSION, Proof, Reply, parse_preface,
 };
+use crate::transport::Conn;
 
 /// A client past its hello: the connection, and what the relay has learnt about it.
 #[derive(Debug)]
@@ -163,9 +163,7 @@ const HTTP_METHODS: [&[u8]; 9] = [
 /// Reads the client's preface and hello. A connection whose first bytes are not our magic is
 /// turned away as soon as the first wrong byte arrives, so short junk (`GET /` and a newline)
 /// does not sit until the handshake deadline. Cancel-safe.
-pub(crate) async fn read_hello(
-    conn: &mut FramedConn<Conn>,
-) -> Result<(Hello, Bytes), Rejection> {
+pub(crate) async fn read_hello(conn: &mut FramedConn<Conn>) -> Result<(Hello, Bytes), Rejection> {
     while conn.buffered().len() < PREFACE_LEN {
         let head = conn.fill().await.map_err(Rejection::Frame)?;
         let magic_part = head.len().min(MAGIC.len());

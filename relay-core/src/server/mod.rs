@@ -288,11 +288,9 @@ async fn handle_connection(
     tracing::Span::current().record("tls", tls);
     let mut client = Client::new(conn, peer);
     if !config.access.is_open() {
-        let checked = tokio::time::timeout_at(
-            deadline,
-            client.authenticate(&config.access, &hello_bytes),
-        )
-        .await;
+        let checked =
+            tokio::time::timeout_at(deadline, client.authenticate(&config.access, &hello_bytes))
+                .await;
         match checked {
             Ok(Ok(())) => {}
             Ok(Err(AuthFailure::Left)) | Err(_) => {

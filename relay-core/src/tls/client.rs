@@ -66,9 +66,7 @@ impl ClientTls {
     pub fn ca_file(path: &Path) -> Result<Self> {
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
-            .map_err(|e| {
-                Error::Tls(format!("cannot read the CA file {}: {e}", path.display()))
-            })?;
+            .map_err(|e| Error::Tls(format!("cannot read the CA file {}: {e}", path.display())))?;
         if certs.is_empty() {
             return Err(Error::Tls(format!(
                 "{} holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----)",
@@ -78,7 +76,10 @@ impl ClientTls {
         let mut roots = RootCertStore::empty();
         for cert in certs {
             roots.add(cert).map_err(|e| {
-                Error::Tls(format!("unusable CA certificate in {}: {e}", path.display()))
+                Error::Tls(format!(
+                    "unusable CA certificate in {}: {e}",
+                    path.display()
+                ))
             })?;
         }
         Self::with_roots(roots, Check::CaFile(path.to_path_buf()))
@@ -162,7 +163,7 @@ struct Pinned {
 
 /// The relay presented another certificate than the pinned one.
 #[derive(Debug)]
-struct PinMismatch {
+pub(crate) struct PinMismatch {
     pinned: Fingerprint,
     found: Fingerprint,
 }
@@ -171,7 +172,7 @@ impl fmt::Display for PinMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the relay's certificate has fingerprint {}, not the pinned {}",
+            "its certificate's fingerprint is {}, not the pinned {}",
             self.found, self.pinned
         )
     }

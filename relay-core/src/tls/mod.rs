@@ -33,6 +33,7 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 
 pub use client::ClientTls;
+pub(crate) use client::PinMismatch;
 pub use fingerprint::Fingerprint;
 pub use server::ServerTls;
 

@@ -131,11 +131,14 @@ impl fmt::Debug for ServerTls {
 }
 
 fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -172,15 +175,22 @@ mod tests {
             (&missing, &junk, "missing.pem"),
             (&junk, &junk, "junk.pem holds no certificate"),
         ] {
-            let err = ServerTls::from_pem_files(cert, key).unwrap_err().to_string();
+            let err = ServerTls::from_pem_files(cert, key)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(wanted), "{err}");
             assert!(!err.contains('\n'), "{err}");
         }
         let tls = ServerTls::self_signed(&[]).expect("generate");
         let cert = dir.join("cert.pem");
         std::fs::write(&cert, tls.certificate_pem()).expect("write");
-        let err = ServerTls::from_pem_files(&cert, &junk).unwrap_err().to_string();
-        assert!(err.contains("private key") && err.contains("junk.pem"), "{err}");
+        let err = ServerTls::from_pem_files(&cert, &junk)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("private key") && err.contains("junk.pem"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
