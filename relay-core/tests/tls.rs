@@ -280,7 +280,7 @@ fn marker(len: usize) -> Vec<u8> {
     b"VISITOR-SECRET-"
         .iter()
         .copied()
-        .chain(payload(99, 64).into_iter())
+        .chain(payload(99, 64))
         .cycle()
         .take(len)
         .collect()
