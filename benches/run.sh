@@ -8,6 +8,9 @@
 #   BENCH_PEERS=1 benches/run.sh   # also bore and rathole, side by side (cargo-installs them)
 #   BENCH_PROFILE=1 benches/run.sh # also perf-profile the relay on the 1-stream bulk path
 #
+# The relay's suite runs twice: plain, then with TLS between client and relay (relay
+# --tls-self-signed --require-tls, clients --tls-fingerprint); a second table compares them.
+#
 # Loopback only (127.0.0.1). Every step is bounded by a count and a timeout, and a watchdog
 # stops the whole run after BENCH_MAX_SECS. Only processes this script started are stopped, by
 # their process id.
@@ -259,25 +262,42 @@ m_hold() {
 # Systems under test. Each start_* sets SRV_PID, ECHO_CPID and the public addresses
 # PUB_ECHO / PUB_IPERF / PUB_BENCH / PUB_HTTP.
 
-start_relay() { # start_relay FULL(0|1)
-    local port
+# start_relay FULL(0|1). With TLS=1 the relay serves a self-signed certificate and refuses
+# plain clients; every client pins the fingerprint the relay logged.
+start_relay() {
+    local port fp i cli=()
     port=$(free_port)
-    start_bg relay-$port "$BIN/rb-server" "127.0.0.1:$port"
+    if [[ ${TLS:-0} == 1 ]]; then
+        # The fingerprint is logged at info by the `relay` binary itself.
+        BENCH_LOG="$BENCH_LOG,relay=info" start_bg relay-$port "$BIN/rb-server" "127.0.0.1:$port" \
+            --tls-self-signed --require-tls
+    else
+        start_bg relay-$port "$BIN/rb-server" "127.0.0.1:$port"
+    fi
     SRV_PID=$LAST_PID
     wait_port "$port"
-    start_bg expose-echo-$port "$BIN/rb-expose" 127.0.0.1 "$port" "$ECHO"
+    if [[ ${TLS:-0} == 1 ]]; then
+        for i in $(seq 100); do
+            fp=$(sed -n 's/.*fingerprint=\([0-9a-f]\{64\}\).*/\1/p' "$WORK/relay-$port.err" | head -n1)
+            [[ -n $fp ]] && break
+            sleep 0.1
+        done
+        [[ -n $fp ]] || { echo "run.sh: the TLS relay logged no fingerprint" >&2; return 1; }
+        cli=(--tls-fingerprint "$fp")
+    fi
+    start_bg expose-echo-$port "$BIN/rb-expose" 127.0.0.1 "$port" "$ECHO" "${cli[@]}"
     ECHO_CPID=$LAST_PID; PUB_ECHO=$(first_line expose-echo-$port)
     [[ $1 == 1 ]] || return 0
-    start_bg expose-bench-$port "$BIN/rb-expose" 127.0.0.1 "$port" "$BENCH"
+    start_bg expose-bench-$port "$BIN/rb-expose" 127.0.0.1 "$port" "$BENCH" "${cli[@]}"
     PUB_BENCH=$(first_line expose-bench-$port)
     PUB_IPERF=""
     if [[ $HAVE_IPERF == 1 ]]; then
-        start_bg expose-iperf-$port "$BIN/rb-expose" 127.0.0.1 "$port" "127.0.0.1:$IPERF_PORT"
+        start_bg expose-iperf-$port "$BIN/rb-expose" 127.0.0.1 "$port" "127.0.0.1:$IPERF_PORT" "${cli[@]}"
         PUB_IPERF=$(first_line expose-iperf-$port)
     fi
-    start_bg expose-http-$port "$BIN/rb-expose" 127.0.0.1 "$port" "$HTTP"
+    start_bg expose-http-$port "$BIN/rb-expose" 127.0.0.1 "$port" "$HTTP" "${cli[@]}"
     PUB_HTTP=$(first_line expose-http-$port)
-    start_bg echoserver-$port "$BIN/rb-echo" 127.0.0.1 "$port"
+    start_bg echoserver-$port "$BIN/rb-echo" 127.0.0.1 "$port" "${cli[@]}"
     ES_CPID=$LAST_PID; PUB_ECHOSERVER=$(first_line echoserver-$port)
 }
 
@@ -399,6 +419,15 @@ fi
 stop_system "$MARK"
 memory relay start_relay
 
+# The same tunnels with TLS between client and relay (relay --tls-self-signed, clients
+# --tls-fingerprint), right after the plain ones, so the two are compared within one run.
+MARK=${#PIDS[@]}
+TLS=1 start_relay 1
+TLS=1 suite relay_tls
+log "relay with TLS via echoserver (no local hop): latency"
+m_latency relay_tls_es "$PUB_ECHOSERVER"
+stop_system "$MARK"
+
 if [[ $BENCH_PEERS == 1 ]]; then
     for tool in bore-cli rathole; do
         bin=${tool%-cli}
@@ -454,6 +483,19 @@ row() {
     echo
 }
 
+# tls_row LABEL KEY RULE TARGET: relay_tls against relay (plain) of the same run.
+tls_row() {
+    local label=$1 key=$2 rule=$3 target=$4 d p t ratio tgt verdict
+    d=$(get "direct.$key"); p=$(get "relay.$key"); t=$(get "relay_tls.$key")
+    ratio=$(awk -v p="$p" -v t="$t" 'BEGIN { if (p + 0 > 0 && t != "") printf "%.2fx", t / p; else print "-" }')
+    case $rule in
+        ge) tgt=">= ${target}x"; verdict=$(awk -v p="$p" -v t="$t" -v x="$target" 'BEGIN { print (p > 0 && t / p >= x) ? "PASS" : "FAIL" }') ;;
+        le) tgt="<= ${target}x"; verdict=$(awk -v p="$p" -v t="$t" -v x="$target" 'BEGIN { print (p > 0 && t != "" && t / p <= x) ? "PASS" : "FAIL" }') ;;
+        *) tgt="-"; verdict="" ;;
+    esac
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "${d:--}" "${p:--}" "${t:--}" "$ratio" "$tgt" "$verdict"
+}
+
 {
     echo
     printf '| metric | direct | relay | ratio | target | result |'
@@ -491,6 +533,26 @@ row() {
     echo "CPU per new visitor: 'all' adds every process (load generator, echo server, tunnel); 'tunnel' is the relay and its client."
     echo "When the machine is CPU-bound, new visitors/s through a tunnel cannot beat direct 'all' / tunnel 'all'."
     echo "bulk: $([[ $HAVE_IPERF == 1 ]] && echo "iperf3 -t $BULK_SECS" || echo "loadgen bulk -t $BULK_SECS"); raw results: $RESULTS"
+    echo
+    echo "TLS between client and relay, beside plain, same run (ratio: TLS / plain):"
+    echo
+    echo "| metric | direct | relay, plain | relay, TLS | TLS / plain | target | result |"
+    echo "|---|---|---|---|---|---|---|"
+    tls_row "bulk 1 visitor up, Gbit/s" bulk1_up ge 0.8
+    tls_row "bulk 1 visitor down, Gbit/s" bulk1_down ge 0.8
+    tls_row "bulk 8 visitors up, Gbit/s" bulk8_up ge 0.8
+    tls_row "bulk 8 visitors down, Gbit/s" bulk8_down ge 0.8
+    tls_row "64 B ping-pong RTT mean, us" rtt_mean info -
+    tls_row "64 B ping-pong RTT p99, us" rtt_p99 info -
+    tls_row "connect + 1 B echo mean, us" conn_mean le 1.2
+    tls_row "connect + 1 B echo p99, us" conn_p99 info -
+    tls_row "connect errors (of $CONNECT_N)" conn_errors info -
+    tls_row "new visitors/s ($RATE_CONCURRENCY in flight)" rate info -
+    tls_row "CPU per new visitor, tunnel processes, us" rate_cpu_tunnel info -
+    [[ $HAVE_WRK == 1 ]] && tls_row "wrk HTTP req/s (2 threads, 32 conns)" wrk info -
+    echo
+    echo "relay with TLS via echoserver (no local hop): RTT mean $(get relay_tls_es.rtt_mean) us" \
+        "(plain $(get relay_es.rtt_mean) us); connect mean $(get relay_tls_es.conn_mean) us (plain $(get relay_es.conn_mean) us)"
     if [[ -s $WORK/profile-relay.txt ]]; then
         echo; echo "relay CPU profile (1-stream bulk upload, self time):"; cat "$WORK/profile-relay.txt"
     fi

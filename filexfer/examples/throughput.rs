@@ -197,7 +197,8 @@ fn plain_copy(relay: &str, file: &Path, out: &Path) -> Duration {
     took
 }
 
-fn blocking(sock: tokio::net::TcpStream) -> std::net::TcpStream {
+fn blocking(sock: relay_core::transport::Conn) -> std::net::TcpStream {
+    let sock = sock.into_plain().expect("a plain connection");
     let sock = sock.into_std().expect("std socket");
     sock.set_nonblocking(false).expect("blocking");
     sock

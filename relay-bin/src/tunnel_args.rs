@@ -21,20 +21,23 @@ pub struct ClientOptions {
     /// Secret the relay requires, if it requires one.
     #[arg(long, env = "RELAY_TOKEN", hide_env_values = true, value_parser = parse_token)]
     pub token: Option<relay_core::auth::Token>,
+    #[command(flatten)]
+    pub tls: crate::tls::ClientTlsArgs,
 }
 
 impl ClientOptions {
-    /// The tunnel settings these options ask for.
-    pub fn tunnel_config(&self) -> TunnelConfig {
-        TunnelConfig {
+    /// The tunnel settings these options ask for (fails on an unreadable CA file).
+    pub fn tunnel_config(&self) -> relay_core::Result<TunnelConfig> {
+        Ok(TunnelConfig {
             token: self.token.clone(),
+            tls: self.tls.client_tls()?,
             reconnect: if self.no_reconnect {
                 Reconnect::never()
             } else {
                 Reconnect::default()
             },
             ..TunnelConfig::default()
-        }
+        })
     }
 }
 
@@ -60,7 +63,7 @@ impl RelayArgs {
         let relay = relay_core::net::join_host_port(&self.relay_host, self.relay_port);
         let config = TunnelConfig {
             preferred_port: self.port,
-            ..self.client.tunnel_config()
+            ..self.client.tunnel_config()?
         };
         let listener = TunnelListener::connect(&relay, config).await?;
         announce(&listener.public_addr());

@@ -50,6 +50,9 @@ pub enum Error {
     /// A setting is out of range or contradicts another.
     #[error("invalid setting: {0}")]
     Config(String),
+    /// TLS could not be set up: a certificate, key or CA file, or the handshake.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// A socket or file operation failed.
     #[error(transparent)]
     Io(#[from] io::Error),

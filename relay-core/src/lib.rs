@@ -18,6 +18,8 @@
 //! | [`mux`] | the yamux driver task and its handle; the only place yamux is named |
 //! | [`splice`] | the bidirectional byte pump with half-close |
 //! | [`net`] | address parsing, listeners, TCP options |
+//! | [`tls`] | certificates, fingerprints, how clients verify the relay |
+//! | [`transport`] | [`transport::Conn`]: plain TCP or TLS, one byte stream either way |
 //! | [`server`] | the relay: control port, tunnel sessions, visitors, rendezvous |
 //! | [`client`] | [`TunnelListener`], and [`client::offer`] / [`client::claim`] for transfers |
 //! | [`error`] | [`Error`] and [`Result`] |
@@ -52,6 +54,8 @@ pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod splice;
+pub mod tls;
+pub mod transport;
 
 pub use client::{IncomingVisitor, PublicAddr, TunnelConfig, TunnelListener, Visitor};
 pub use ending::SessionEnd;

@@ -110,14 +110,14 @@ fn plan(args: Args) -> Result<Plan, String> {
             .collect::<Result<_, String>>()?;
         return Ok(Plan {
             relay: join_host_port(host, port),
-            config: args.client.tunnel_config(),
+            config: args.client.tunnel_config().map_err(|e| e.to_string())?,
             threads: args.client.threads,
             forwards,
         });
     };
     let file: ExposeConfig = expose_config::load(path)?;
     split_host_port(&file.relay).map_err(|e| format!("config {}: relay {e}", path.display()))?;
-    let mut config = args.client.tunnel_config();
+    let mut config = args.client.tunnel_config().map_err(|e| e.to_string())?;
     // The command line and the environment win over the file.
     if config.token.is_none() {
         config.token = file.token.as_deref().map(parse_token).transpose()?;

@@ -84,6 +84,9 @@ struct Args {
     /// relay is open to anyone].
     #[arg(long, env = "RELAY_TOKEN", hide_env_values = true, value_parser = relay_bin::parse_token)]
     token: Option<relay_core::auth::Token>,
+
+    #[command(flatten)]
+    tls: relay_bin::tls::ServerTlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -99,6 +102,10 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let listener = bind_control(&args.addr).await?;
+    // A generated certificate names the advertised host, so a CA-less client could check
+    // the name too; clients of a self-signed relay pin the fingerprint anyway.
+    let names: Vec<String> = args.public_host.iter().cloned().collect();
+    let tls = args.tls.load(&names)?;
     let config = RelayConfig {
         public_ports: args.ports,
         public_host: args.public_host,
@@ -116,6 +123,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .token
             .clone()
             .map_or_else(server::Access::open, server::Access::single),
+        tls: tls.clone(),
+        require_tls: args.tls.require_tls,
     };
     let workers = Workers::start(args.threads).context("cannot start worker threads")?;
     let relay = RelayServer::new(listener, config)
@@ -130,6 +139,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         fd_limit,
         "relay listening"
     );
+    if let Some(tls) = &tls {
+        tracing::info!(
+            fingerprint = %tls.fingerprint(),
+            self_signed = args.tls.tls_self_signed,
+            require_tls = args.tls.require_tls,
+            "TLS on the control port; clients may pin the certificate with --tls-fingerprint {}",
+            tls.fingerprint()
+        );
+    }
     if args.token.is_none() && !control.ip().is_loopback() {
         tracing::warn!(
             "no token set: anyone who can reach this relay may open tunnels on it; \

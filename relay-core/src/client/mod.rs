@@ -9,14 +9,12 @@ mod visitor;
 
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 pub use rendezvous::{Offer, PairedStream, claim, claim_with, offer, offer_with};
 pub use session::Reconnect;
 pub use tunnel::{PublicAddr, TunnelConfig, TunnelListener};
 pub use visitor::{IncomingVisitor, Visitor};
 
-use crate::auth::{NO_BINDING, Token};
+use crate::auth::Token;
 use crate::codec::{self, CodecError};
 use crate::error::{Error, Result};
 use crate::frame::FramedConn;
@@ -25,6 +23,8 @@ use crate::protocol::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_LEN, ErrorCode, Hello, PREFACE_LEN,
     PROTOCOL_VERSION, Reply, parse_preface,
 };
+use crate::tls::ClientTls;
+use crate::transport::{Conn, connect_tls};
 
 /// How a client reaches the relay: shared by tunnels and transfers.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub struct ConnectConfig {
     /// The token the relay requires, if it requires one. Never sent: the client proves it
     /// holds it by answering the relay's challenge.
     pub token: Option<Token>,
+    /// Speak TLS to the relay, checking its certificate this way; `None`: plain TCP.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ConnectConfig {
@@ -41,6 +43,7 @@ impl Default for ConnectConfig {
         ConnectConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             token: None,
+            tls: None,
         }
     }
 }
@@ -53,7 +56,7 @@ pub(crate) async fn handshake(
     relay: &str,
     hello: &Hello,
     config: &ConnectConfig,
-) -> Result<(FramedConn<TcpStream>, Reply)> {
+) -> Result<(FramedConn<Conn>, Reply)> {
     let first = exchange(relay, hello, config).await?;
     let (conn, reply) = match first {
         (_, Reply::Redirect { to }) => {
@@ -79,16 +82,20 @@ async fn exchange(
     relay: &str,
     hello: &Hello,
     config: &ConnectConfig,
-) -> Result<(FramedConn<TcpStream>, Reply)> {
+) -> Result<(FramedConn<Conn>, Reply)> {
     let sock = connect(relay).await?;
     tune_session_socket(&sock);
-    let mut conn = FramedConn::new(sock, DEFAULT_MAX_FRAME_LEN);
     let deadline = config.handshake_timeout;
     let talk = async {
+        let conn = match &config.tls {
+            Some(tls) => connect_tls(relay, sock, tls).await?,
+            None => Conn::plain(sock),
+        };
+        let mut conn = FramedConn::new(conn, DEFAULT_MAX_FRAME_LEN);
         conn.write_preface_and_frame(hello).await?;
         let reply = read_reply(&mut conn).await?;
         let Reply::Challenge { nonce } = reply else {
-            return Ok(reply);
+            return Ok((conn, reply));
         };
         let Some(token) = &config.token else {
             return Err(Error::Rejected {
@@ -98,18 +105,20 @@ async fn exchange(
         };
         // The proof covers the hello exactly as it was sent.
         let frame = codec::encode(hello)?;
-        let proof = token.prove(&nonce, &NO_BINDING, &frame[codec::LEN_PREFIX..]);
+        // Bound to this TLS session, so it is worthless on any other.
+        let binding = conn.get_ref().channel_binding();
+        let proof = token.prove(&nonce, &binding, &frame[codec::LEN_PREFIX..]);
         conn.write_frame(&proof).await?;
-        Ok(conn.read_frame().await?)
+        let reply = conn.read_frame().await?;
+        Ok((conn, reply))
     };
-    let reply = tokio::time::timeout(deadline, talk)
+    tokio::time::timeout(deadline, talk)
         .await
-        .map_err(|_| Error::timeout("handshake with the relay", deadline))??;
-    Ok((conn, reply))
+        .map_err(|_| Error::timeout("handshake with the relay", deadline))?
 }
 
 /// Reads the relay's preface and its first reply frame.
-async fn read_reply(conn: &mut FramedConn<TcpStream>) -> Result<Reply> {
+async fn read_reply(conn: &mut FramedConn<Conn>) -> Result<Reply> {
     while conn.buffered().len() < PREFACE_LEN {
         conn.fill().await.map_err(|e| match e {
             CodecError::Closed | CodecError::Truncated => Error::Protocol(

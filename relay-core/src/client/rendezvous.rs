@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::ConnectConfig;
 use crate::codec::CodecError;
@@ -18,29 +17,30 @@ use crate::error::{Error, Result};
 use crate::frame::{FramedConn, Rewind};
 use crate::liveness::{Beat, Liveness};
 use crate::protocol::{Hello, OfferEvent, Reply, SenderMessage};
+use crate::transport::Conn;
 
 /// A registered offer: the relay holds it under [`nameplate`](Offer::nameplate) until a
 /// receiver claims it.
 #[derive(Debug)]
 pub struct Offer {
-    conn: FramedConn<TcpStream>,
+    conn: FramedConn<Conn>,
     nameplate: String,
     heartbeat: Duration,
 }
 
 /// A connection to the relay that now carries the peer's bytes, both ways.
 #[derive(Debug)]
-pub struct PairedStream(Rewind<TcpStream>);
+pub struct PairedStream(Rewind<Conn>);
 
 impl PairedStream {
-    /// The TCP connection to the relay underneath.
-    pub fn get_ref(&self) -> &TcpStream {
+    /// The connection to the relay underneath (plain TCP or TLS).
+    pub fn get_ref(&self) -> &Conn {
         self.0.get_ref()
     }
 
-    /// The TCP connection, and the peer's first bytes, which arrived with the pairing and
-    /// come before anything still to be read from the connection.
-    pub fn into_parts(self) -> (TcpStream, bytes::Bytes) {
+    /// The connection, and the peer's first bytes, which arrived with the pairing and come
+    /// before anything still to be read from the connection.
+    pub fn into_parts(self) -> (Conn, bytes::Bytes) {
         self.0.into_parts()
     }
 }

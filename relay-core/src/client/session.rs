@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -20,6 +19,7 @@ use crate::protocol::{
     ClientControl, DEFAULT_MAX_FRAME_LEN, Hello, LeaseSecret, RelayControl, Reply, TunnelRequest,
     Welcome,
 };
+use crate::transport::Conn;
 
 /// How long a lost session waits for the relay's last control frame, to report its reason.
 const LAST_WORD: Duration = Duration::from_millis(100);
@@ -72,7 +72,7 @@ impl Reconnect {
 
 /// A session the relay has just welcomed.
 pub(super) struct Established {
-    pub(super) conn: FramedConn<TcpStream>,
+    pub(super) conn: FramedConn<Conn>,
     pub(super) welcome: Welcome,
 }
 

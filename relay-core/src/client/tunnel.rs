@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::mux::Substream;
 use crate::net::{join_host_port, split_host_port};
 use crate::protocol::{DEFAULT_HANDSHAKE_TIMEOUT, MAX_TUNNELS_PER_SESSION, TunnelRequest};
+use crate::tls::ClientTls;
 
 /// How long `accept` waits for the session task to record why it ended.
 const LAST_WORD: Duration = Duration::from_millis(500);
@@ -30,6 +31,8 @@ pub struct TunnelConfig {
     pub handshake_timeout: Duration,
     /// The token the relay requires, if it requires one.
     pub token: Option<Token>,
+    /// Speak TLS to the relay, checking its certificate this way; `None`: plain TCP.
+    pub tls: Option<ClientTls>,
     /// Public port to ask for (granted when free); `None` takes any. For
     /// [`TunnelListener::connect`]; [`TunnelListener::connect_many`] takes one per tunnel.
     pub preferred_port: Option<u16>,
@@ -49,6 +52,7 @@ impl Default for TunnelConfig {
         TunnelConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             token: None,
+            tls: None,
             preferred_port: None,
             reconnect: Reconnect::default(),
             accept_backlog: 1024,
@@ -62,6 +66,7 @@ impl TunnelConfig {
         ConnectConfig {
             handshake_timeout: self.handshake_timeout,
             token: self.token.clone(),
+            tls: self.tls.clone(),
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::protocol::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_FRAME_LEN, MAX_FRAME_LEN,
     MAX_VISITORS_PER_TUNNEL,
 };
+use crate::tls::ServerTls;
 
 /// How many public ports a relay hands out by default, starting right above its control port.
 pub const DEFAULT_PUBLIC_PORT_SPAN: u16 = 1000;
@@ -59,6 +60,12 @@ pub struct RelayConfig {
     pub lease_ttl: Duration,
     /// The tokens clients must hold; open when empty.
     pub access: Access,
+    /// The relay's certificate: with it, the control port serves TLS beside plain TCP (told
+    /// apart by the client's first byte).
+    pub tls: Option<ServerTls>,
+    /// Refuse plain connections with [`ErrorCode::TlsRequired`](crate::protocol::ErrorCode)
+    /// (needs `tls`).
+    pub require_tls: bool,
 }
 
 impl Default for RelayConfig {
@@ -77,6 +84,8 @@ impl Default for RelayConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             lease_ttl: DEFAULT_LEASE_TTL,
             access: Access::open(),
+            tls: None,
+            require_tls: false,
         }
     }
 }
@@ -137,6 +146,9 @@ impl RelayConfig {
         }
         if self.heartbeat_interval.as_millis() > u128::from(u32::MAX) {
             return Err("heartbeat interval is too long".into());
+        }
+        if self.require_tls && self.tls.is_none() {
+            return Err("requiring TLS needs a certificate (--tls-cert and --tls-key, or --tls-self-signed)".into());
         }
         if self.lease_ttl.as_millis() > u128::from(u32::MAX) {
             return Err("lease time is too long".into());

@@ -7,20 +7,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::access::{Access, NamedToken};
-use crate::auth::NO_BINDING;
 use crate::codec::{self, CodecError};
 use crate::frame::FramedConn;
 use crate::protocol::{
     ErrorCode, Hello, MAGIC, PREFACE_LEN, PROTOCOL_VERSION, Proof, Reply, parse_preface,
 };
+use crate::transport::Conn;
 
 /// A client past its hello: the connection, and what the relay has learnt about it.
 #[derive(Debug)]
 pub(super) struct Client {
-    pub(super) conn: FramedConn<TcpStream>,
+    pub(super) conn: FramedConn<Conn>,
     pub(super) peer: SocketAddr,
     /// The token it proved to hold, when the relay requires one.
     pub(super) token: Option<Arc<NamedToken>>,
@@ -29,7 +28,7 @@ pub(super) struct Client {
 }
 
 impl Client {
-    pub(super) fn new(conn: FramedConn<TcpStream>, peer: SocketAddr) -> Self {
+    pub(super) fn new(conn: FramedConn<Conn>, peer: SocketAddr) -> Self {
         Client {
             conn,
             peer,
@@ -54,25 +53,26 @@ impl Client {
         linger_close(self.conn.get_mut()).await;
     }
 
-    /// Detaches the client from this thread's runtime, to hand it to a task on another.
-    pub(super) fn into_handover(self) -> std::io::Result<Handover> {
+    /// Packs the client up, to hand it to a task on another worker thread.
+    pub(super) fn into_handover(self) -> Handover {
         let max_len = self.conn.max_len();
-        let (sock, early) = self.conn.into_parts();
-        Ok(Handover {
-            sock: sock.into_std()?,
+        let (conn, early) = self.conn.into_parts();
+        Handover {
+            conn,
             early,
             max_len,
             peer: self.peer,
             token: self.token,
             preface_sent: self.preface_sent,
-        })
+        }
     }
 
-    /// Takes over a client handed over from another thread.
-    pub(super) fn adopt(h: Handover) -> std::io::Result<Client> {
-        let sock = TcpStream::from_std(h.sock)?;
+    /// Takes over a client handed over from another thread, moving its socket's readiness
+    /// events to this thread's runtime (a TLS session moves along unchanged).
+    pub(super) fn adopt(mut h: Handover) -> std::io::Result<Client> {
+        h.conn.rehome()?;
         Ok(Client {
-            conn: FramedConn::with_buffered(sock, &h.early, h.max_len),
+            conn: FramedConn::with_buffered(h.conn, &h.early, h.max_len),
             peer: h.peer,
             token: h.token,
             preface_sent: h.preface_sent,
@@ -98,7 +98,10 @@ impl Client {
             Err(_) => return Err(AuthFailure::Wrong),
         };
         let token = access.find(&proof.key_id).ok_or(AuthFailure::Wrong)?;
-        if !token.token.verify(&proof, &nonce, &NO_BINDING, hello) {
+        // Bound to this TLS session (zeros over plain TCP): a proof relayed by someone in the
+        // middle does not verify on the middle's own session.
+        let binding = self.conn.get_ref().channel_binding();
+        if !token.token.verify(&proof, &nonce, &binding, hello) {
             return Err(AuthFailure::Wrong);
         }
         self.token = Some(token);
@@ -109,7 +112,7 @@ impl Client {
 /// A client on its way to a task on another worker thread (a receiver to its offer).
 #[derive(Debug)]
 pub(super) struct Handover {
-    sock: std::net::TcpStream,
+    conn: Conn,
     early: Bytes,
     max_len: usize,
     peer: SocketAddr,
@@ -160,9 +163,7 @@ const HTTP_METHODS: [&[u8]; 9] = [
 /// Reads the client's preface and hello. A connection whose first bytes are not our magic is
 /// turned away as soon as the first wrong byte arrives, so short junk (`GET /` and a newline)
 /// does not sit until the handshake deadline. Cancel-safe.
-pub(crate) async fn read_hello(
-    conn: &mut FramedConn<TcpStream>,
-) -> Result<(Hello, Bytes), Rejection> {
+pub(crate) async fn read_hello(conn: &mut FramedConn<Conn>) -> Result<(Hello, Bytes), Rejection> {
     while conn.buffered().len() < PREFACE_LEN {
         let head = conn.fill().await.map_err(Rejection::Frame)?;
         let magic_part = head.len().min(MAGIC.len());

@@ -16,6 +16,7 @@ mod access;
 mod config;
 mod handshake;
 mod leases;
+mod opening;
 mod ports;
 mod refusals;
 mod rendezvous;
@@ -167,7 +168,7 @@ impl RelayServer {
             };
             let shared = self.shared.clone();
             let conn_shutdown = shutdown.child_token();
-            let span = info_span!("conn", client.addr = %peer);
+            let span = info_span!("conn", client.addr = %peer, tls = tracing::field::Empty);
             next_worker = (next_worker + 1) % self.workers.len().max(1);
             let Some(worker) = self.workers.get(next_worker) else {
                 let conn = handle_connection(sock, peer, shared, permit, conn_shutdown);
@@ -248,10 +249,25 @@ async fn handle_connection(
 ) {
     tune_session_socket(&sock);
     let config = &shared.config;
-    let mut conn = FramedConn::new(sock, config.max_frame_len);
+    // One deadline for the whole handshake: TLS, hello, token check.
+    let deadline = tokio::time::Instant::now() + config.handshake_timeout;
+    let opened = tokio::select! {
+        () = shutdown.cancelled() => return,
+        opened = tokio::time::timeout_at(deadline, opening::open(sock, config, &shared.refusals)) => opened,
+    };
+    let conn = match opened {
+        Ok(Some(conn)) => conn,
+        Ok(None) => return,
+        Err(_) => {
+            debug!(timeout = ?config.handshake_timeout, "handshake timed out before a hello; closing");
+            return;
+        }
+    };
+    let tls = conn.is_tls();
+    let mut conn = FramedConn::new(conn, config.max_frame_len);
     let hello = tokio::select! {
         () = shutdown.cancelled() => return,
-        hello = tokio::time::timeout(config.handshake_timeout, read_hello(&mut conn)) => hello,
+        hello = tokio::time::timeout_at(deadline, read_hello(&mut conn)) => hello,
     };
     let (hello, hello_bytes) = match hello {
         Err(_) => {
@@ -269,13 +285,12 @@ async fn handle_connection(
         }
         Ok(Ok(hello)) => hello,
     };
+    tracing::Span::current().record("tls", tls);
     let mut client = Client::new(conn, peer);
     if !config.access.is_open() {
-        let checked = tokio::time::timeout(
-            config.handshake_timeout,
-            client.authenticate(&config.access, &hello_bytes),
-        )
-        .await;
+        let checked =
+            tokio::time::timeout_at(deadline, client.authenticate(&config.access, &hello_bytes))
+                .await;
         match checked {
             Ok(Ok(())) => {}
             Ok(Err(AuthFailure::Left)) | Err(_) => {

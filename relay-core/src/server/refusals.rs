@@ -36,10 +36,16 @@ pub(super) enum Refusal {
     BadNameplate,
     /// A client presented no valid token.
     AuthFailed,
+    /// A plain client found a relay that requires TLS.
+    TlsRequired,
+    /// A TLS client found a relay without a certificate.
+    TlsUnavailable,
+    /// A TLS handshake failed (the client rejected the certificate, or sent junk).
+    TlsHandshake,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 9] = [
+    const ALL: [Refusal; 12] = [
         Refusal::HandshakeCap,
         Refusal::SessionCap,
         Refusal::NoFreePort,
@@ -49,6 +55,9 @@ impl Refusal {
         Refusal::UnknownNameplate,
         Refusal::BadNameplate,
         Refusal::AuthFailed,
+        Refusal::TlsRequired,
+        Refusal::TlsUnavailable,
+        Refusal::TlsHandshake,
     ];
 
     /// A short, stable name for logs and metrics.
@@ -63,6 +72,9 @@ impl Refusal {
             Refusal::UnknownNameplate => "unknown_nameplate",
             Refusal::BadNameplate => "bad_nameplate",
             Refusal::AuthFailed => "auth_failed",
+            Refusal::TlsRequired => "tls_required",
+            Refusal::TlsUnavailable => "tls_unavailable",
+            Refusal::TlsHandshake => "tls_handshake",
         }
     }
 }

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -27,6 +26,7 @@ use crate::liveness::{Beat, Liveness};
 use crate::net::reset_on_close;
 use crate::protocol::{ErrorCode, OfferEvent, Reply, SenderMessage, nameplate};
 use crate::splice::{Meter, splice};
+use crate::transport::Conn;
 
 /// A receiver on its way to the offer it claimed (which may run on another worker thread).
 type Claimant = Handover;
@@ -197,7 +197,7 @@ enum Ended {
 }
 
 async fn transfer(
-    mut sender: FramedConn<TcpStream>,
+    mut sender: FramedConn<Conn>,
     claim: &mut oneshot::Receiver<Claimant>,
     shared: &Shared,
     shutdown: &CancellationToken,
@@ -256,15 +256,15 @@ async fn transfer(
     };
     result.map_err(|e| {
         // Both peers must see an abort, never a clean end of a cut-off stream.
-        reset_on_close(&sender);
-        reset_on_close(&receiver);
+        reset_on_close(sender.tcp());
+        reset_on_close(receiver.tcp());
         Ended::Transfer(e.to_string())
     })
 }
 
 /// Keeps the offer alive until a receiver claims it, answering the sender's heartbeats.
 async fn wait_for_receiver(
-    sender: &mut FramedConn<TcpStream>,
+    sender: &mut FramedConn<Conn>,
     claim: &mut oneshot::Receiver<Claimant>,
     shared: &Shared,
     shutdown: &CancellationToken,
@@ -313,7 +313,7 @@ async fn wait_for_receiver(
 }
 
 /// Tells the sender it is paired and waits for its acknowledgement, the last frame it sends.
-async fn confirm_pairing(sender: &mut FramedConn<TcpStream>) -> Result<(), CodecError> {
+async fn confirm_pairing(sender: &mut FramedConn<Conn>) -> Result<(), CodecError> {
     sender.write_frame(&OfferEvent::Paired).await?;
     loop {
         match sender.read_frame::<SenderMessage>().await? {
@@ -356,10 +356,7 @@ pub(super) async fn claim(receiver: Client, nameplate: String, shared: Arc<Share
         return;
     };
     // The offer may live on another worker thread; it adopts the socket there.
-    let receiver = match receiver.into_handover() {
-        Ok(r) => r,
-        Err(e) => return warn!(error = %e, "cannot hand the receiver to its offer"),
-    };
+    let receiver = receiver.into_handover();
     if let Err(receiver) = offer.send(receiver) {
         if let Ok(receiver) = Client::adopt(receiver) {
             receiver

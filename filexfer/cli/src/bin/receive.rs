@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use filexfer::{Code, ReceiveOptions, receive};
+use filexfer::{Code, ReceiveOptions, receive_with};
 use filexfer_cli::{Side, StderrProgress};
 use relay_bin::{init_logging, parse_relay, shutdown_on_signal};
 
@@ -31,6 +31,9 @@ struct Args {
     /// Print nothing on stderr but errors.
     #[arg(long, short)]
     quiet: bool,
+
+    #[command(flatten)]
+    tls: relay_bin::tls::ClientTlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -44,8 +47,13 @@ fn main() -> ExitCode {
     let options = ReceiveOptions { force: args.force };
     relay_bin::run("receive", 0, async {
         let cancel = shutdown_on_signal();
-        let received = receive(
+        let connect = relay_core::client::ConnectConfig {
+            tls: args.tls.client_tls().map_err(filexfer::Error::from_relay)?,
+            ..Default::default()
+        };
+        let received = receive_with(
             &args.relay,
+            &connect,
             &args.code,
             &args.outdir,
             options,

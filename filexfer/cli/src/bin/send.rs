@@ -30,6 +30,9 @@ struct Args {
     /// relay expires the offer].
     #[arg(long, value_parser = parse_duration)]
     timeout: Option<Duration>,
+
+    #[command(flatten)]
+    tls: relay_bin::tls::ClientTlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -52,8 +55,12 @@ async fn run(args: &Args, progress: &StderrProgress) -> filexfer::Result<()> {
     let cancel = shutdown_on_signal();
     // Everything that can be checked locally is checked before a code exists.
     let source = Source::open(&args.file)?;
+    let connect = relay_core::client::ConnectConfig {
+        tls: args.tls.client_tls().map_err(filexfer::Error::from_relay)?,
+        ..Default::default()
+    };
     let offered = tokio::select! {
-        o = Offered::register(&args.relay, source) => o?,
+        o = Offered::register_with(&args.relay, &connect, source) => o?,
         () = cancel.cancelled() => return Err(filexfer::Error::Cancelled("while contacting the relay")),
     };
     print_code(offered.code());
