@@ -28,7 +28,7 @@ pub(super) enum Refusal {
     VisitorCap,
     /// A sender found every transfer slot taken.
     TransferCap,
-    /// An address tried too many codes.
+    /// An address tried too many wrong codes.
     ClaimRate,
     /// A claim named no waiting offer.
     UnknownNameplate,
@@ -36,10 +36,20 @@ pub(super) enum Refusal {
     BadNameplate,
     /// A client presented no valid token.
     AuthFailed,
+    /// A connection found its address's share of handshake slots taken.
+    AddrHandshakeCap,
+    /// A tunnel client's address holds its share of sessions.
+    AddrSessionCap,
+    /// A tunnel client's address holds its share of public ports.
+    AddrPortShare,
+    /// A sender's address holds its share of offers.
+    AddrOfferCap,
+    /// A token's scope does not allow what was asked.
+    Forbidden,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 9] = [
+    const ALL: [Refusal; 14] = [
         Refusal::HandshakeCap,
         Refusal::SessionCap,
         Refusal::NoFreePort,
@@ -49,6 +59,11 @@ impl Refusal {
         Refusal::UnknownNameplate,
         Refusal::BadNameplate,
         Refusal::AuthFailed,
+        Refusal::AddrHandshakeCap,
+        Refusal::AddrSessionCap,
+        Refusal::AddrPortShare,
+        Refusal::AddrOfferCap,
+        Refusal::Forbidden,
     ];
 
     /// A short, stable name for logs and metrics.
@@ -63,6 +78,11 @@ impl Refusal {
             Refusal::UnknownNameplate => "unknown_nameplate",
             Refusal::BadNameplate => "bad_nameplate",
             Refusal::AuthFailed => "auth_failed",
+            Refusal::AddrHandshakeCap => "addr_handshake_cap",
+            Refusal::AddrSessionCap => "addr_session_cap",
+            Refusal::AddrPortShare => "addr_port_share",
+            Refusal::AddrOfferCap => "addr_offer_cap",
+            Refusal::Forbidden => "forbidden",
         }
     }
 }
