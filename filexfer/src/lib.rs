@@ -57,6 +57,6 @@ pub mod transfer;
 pub use code::Code;
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};
-pub use receiver::{ReceiveOptions, Received, receive, receive_over};
+pub use receiver::{ReceiveOptions, Received, receive, receive_over, receive_with};
 pub use sender::{Offered, send_over};
 pub use source::Source;

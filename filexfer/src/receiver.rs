@@ -45,15 +45,25 @@ pub async fn receive(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Received> {
+    let connect = Default::default();
+    receive_with(relay, &connect, code, outdir, options, progress, cancel).await
+}
+
+/// [`receive`], with a token and other settings for reaching the relay.
+pub async fn receive_with(
+    relay: &str,
+    connect: &relay_core::client::ConnectConfig,
+    code: &Code,
+    outdir: &Path,
+    options: ReceiveOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Received> {
     // Before the claim: a directory we cannot create should not use up the code. A failed
     // transfer takes back the directories it created, so it leaves nothing behind.
     let created = prepare_dir(outdir)?;
     let result = async {
-        let claim = relay_core::client::claim(
-            relay,
-            code.nameplate(),
-            relay_core::protocol::DEFAULT_HANDSHAKE_TIMEOUT,
-        );
+        let claim = relay_core::client::claim_with(relay, code.nameplate(), connect);
         let stream = tokio::select! {
             s = claim => s.map_err(Error::from_relay)?,
             () = cancel.cancelled() => return Err(Error::Cancelled("while contacting the relay")),

@@ -29,10 +29,18 @@ impl Offered {
     /// Registers an offer for `source` at the relay at `relay` (`HOST:PORT` or `[V6]:PORT`)
     /// and makes its code.
     pub async fn register(relay: &str, source: Source) -> Result<Offered> {
-        let offer =
-            relay_core::client::offer(relay, relay_core::protocol::DEFAULT_HANDSHAKE_TIMEOUT)
-                .await
-                .map_err(Error::from_relay)?;
+        Self::register_with(relay, &Default::default(), source).await
+    }
+
+    /// [`register`](Self::register), with a token and other connection settings.
+    pub async fn register_with(
+        relay: &str,
+        connect: &relay_core::client::ConnectConfig,
+        source: Source,
+    ) -> Result<Offered> {
+        let offer = relay_core::client::offer_with(relay, connect)
+            .await
+            .map_err(Error::from_relay)?;
         let code = Code::generate(offer.nameplate())?;
         Ok(Offered {
             offer,

@@ -191,5 +191,5 @@ async fn claims_from_one_address_are_rate_limited() {
     }
     let (i, message) = limited.expect("the relay never limited a claim loop");
     assert_eq!(i, 30, "limited after {i} claims");
-    assert!(message.contains("too many codes"), "{message}");
+    assert!(message.contains("too many wrong codes"), "{message}");
 }

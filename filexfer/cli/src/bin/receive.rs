@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use filexfer::{Code, ReceiveOptions, receive};
+use filexfer::{Code, ReceiveOptions, receive_with};
 use filexfer_cli::{Side, StderrProgress};
 use relay_bin::{init_logging, parse_relay, shutdown_on_signal};
 
@@ -31,6 +31,10 @@ struct Args {
     /// Print nothing on stderr but errors.
     #[arg(long, short)]
     quiet: bool,
+
+    /// Secret the relay requires, if it requires one.
+    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true, value_parser = relay_bin::parse_token)]
+    token: Option<relay_core::auth::Token>,
 }
 
 fn main() -> ExitCode {
@@ -44,8 +48,13 @@ fn main() -> ExitCode {
     let options = ReceiveOptions { force: args.force };
     relay_bin::run("receive", 0, async {
         let cancel = shutdown_on_signal();
-        let received = receive(
+        let connect = relay_core::client::ConnectConfig {
+            token: args.token.clone(),
+            ..Default::default()
+        };
+        let received = receive_with(
             &args.relay,
+            &connect,
             &args.code,
             &args.outdir,
             options,

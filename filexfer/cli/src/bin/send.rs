@@ -30,6 +30,10 @@ struct Args {
     /// relay expires the offer].
     #[arg(long, value_parser = parse_duration)]
     timeout: Option<Duration>,
+
+    /// Secret the relay requires, if it requires one.
+    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true, value_parser = relay_bin::parse_token)]
+    token: Option<relay_core::auth::Token>,
 }
 
 fn main() -> ExitCode {
@@ -52,8 +56,9 @@ async fn run(args: &Args, progress: &StderrProgress) -> filexfer::Result<()> {
     let cancel = shutdown_on_signal();
     // Everything that can be checked locally is checked before a code exists.
     let source = Source::open(&args.file)?;
+    let connect = connect_config(args.token.clone());
     let offered = tokio::select! {
-        o = Offered::register(&args.relay, source) => o?,
+        o = Offered::register_with(&args.relay, &connect, source) => o?,
         () = cancel.cancelled() => return Err(filexfer::Error::Cancelled("while contacting the relay")),
     };
     print_code(offered.code());
@@ -64,6 +69,13 @@ async fn run(args: &Args, progress: &StderrProgress) -> filexfer::Result<()> {
     ));
     offered.run(args.timeout, progress, &cancel).await?;
     Ok(())
+}
+
+fn connect_config(token: Option<relay_core::auth::Token>) -> relay_core::client::ConnectConfig {
+    relay_core::client::ConnectConfig {
+        token,
+        ..Default::default()
+    }
 }
 
 /// The one line on stdout, flushed at once so a script can read it while we wait.
