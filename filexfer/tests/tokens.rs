@@ -47,6 +47,9 @@ fn send_and_receive_need_the_right_token() {
     let (recv, status) = run_receive(&[&control, &code, &out, "--token", SECRET]);
     assert!(status.success(), "{}", recv.stderr());
     assert!(send.wait_exit(DEADLINE).success(), "{}", send.stderr());
-    assert_eq!(std::fs::read(dir.join("out/a.bin")).expect("received"), data);
+    assert_eq!(
+        std::fs::read(dir.join("out/a.bin")).expect("received"),
+        data
+    );
     assert!(!relay.proc.stderr().contains(SECRET));
 }

@@ -49,7 +49,13 @@ fn a_tunnel_client_needs_the_right_token() {
     assert_refused(
         Proc::spawn(
             "expose",
-            &["127.0.0.1", &relay.port().to_string(), "9", "--token", wrong],
+            &[
+                "127.0.0.1",
+                &relay.port().to_string(),
+                "9",
+                "--token",
+                wrong,
+            ],
         ),
         "expose",
     );
@@ -126,7 +132,9 @@ fn sighup_ends_the_sessions_of_removed_tokens_and_only_those() {
     // A file that does not parse keeps the tokens in force, and the log says why.
     file.write(&(token_entry("bob", BOB) + "bogus_key = 1\n"));
     relay.proc.signal("HUP");
-    relay.proc.wait_stderr("keeping the tokens in force", DEADLINE);
+    relay
+        .proc
+        .wait_stderr("keeping the tokens in force", DEADLINE);
     let log = relay.proc.stderr();
     assert!(log.contains("bogus_key"), "{log}");
     assert_eq!(exchange(&alice_addr, b"still"), b"still");
@@ -190,7 +198,11 @@ fn an_open_relay_on_a_public_address_warns_at_start() {
     };
     let log = start_up_log(Proc::spawn("relay", &["0"]));
     assert!(log.contains(warning), "all interfaces, no token: {log}");
-    let log = start_up_log(Proc::spawn_with("relay", &["0"], &[("RELAY_TOKEN", SECRET)]));
+    let log = start_up_log(Proc::spawn_with(
+        "relay",
+        &["0"],
+        &[("RELAY_TOKEN", SECRET)],
+    ));
     assert!(!log.contains(warning), "with a token: {log}");
     let log = start_up_log(Proc::spawn("relay", &["127.0.0.1:0"]));
     assert!(!log.contains(warning), "loopback only: {log}");
