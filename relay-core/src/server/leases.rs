@@ -93,13 +93,15 @@ impl Leases {
             let tunnel = match reclaimed {
                 Some(tunnel) => tunnel,
                 None => {
-                    let charge = charger.charge()?;
                     let no_port = || Shortfall::NoFreePort {
                         range: charger.describe_allowed(),
                     };
+                    // Bound before it is charged: when no port is free at all, that is the
+                    // answer, whatever the client's share.
                     let (listener, guard) = pool
                         .bind_within(request.preferred_port, &charger.allowed)
                         .ok_or_else(no_port)?;
+                    let charge = charger.charge()?;
                     let port = guard.port();
                     Tunnel {
                         port,
