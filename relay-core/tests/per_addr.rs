@@ -209,3 +209,21 @@ async fn only_wrong_codes_count_against_an_address() {
         "{reply:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_is_held_to_its_share_of_offers() {
+    let relay = TestRelay::start(RelayConfig {
+        per_addr: relay_core::server::PerAddrLimits {
+            offers: Some(1),
+            ..Default::default()
+        },
+        ..RelayConfig::default()
+    })
+    .await;
+    let (_first, reply) = raw_hello_from(HOME, relay.addr, &Hello::Send, None).await;
+    assert!(matches!(reply, Reply::Offered { .. }), "{reply:?}");
+    let (_second, reply) = raw_hello_from(HOME, relay.addr, &Hello::Send, None).await;
+    busy_naming(&reply, "1 file offers");
+    let (_other, reply) = raw_hello_from(NEIGHBOUR, relay.addr, &Hello::Send, None).await;
+    assert!(matches!(reply, Reply::Offered { .. }), "{reply:?}");
+}

@@ -395,3 +395,15 @@ pub async fn raw_hello_from(
 pub const HOME: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
 /// Another loopback source address: another "address" for the relay's per-address limits.
 pub const NEIGHBOUR: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+/// Per-address shares as large as the relay's totals: for tests that reach a relay-wide limit
+/// from one address, where the address's own share must not come first (the shares are tested
+/// in `per_addr.rs`).
+pub fn all_from_one_address() -> relay_core::server::PerAddrLimits {
+    relay_core::server::PerAddrLimits {
+        handshakes: Some(usize::MAX),
+        sessions: Some(usize::MAX),
+        ports: Some(usize::MAX),
+        offers: Some(usize::MAX),
+    }
+}
