@@ -282,6 +282,16 @@ async fn removing_a_token_ends_its_sessions_and_only_those() {
     let bob_addr = public(&bob);
     let _bob = serve_echo(bob, b"bob:".to_vec());
 
+    // Alice also has a file offer waiting for its receiver.
+    let alice_connect = ConnectConfig {
+        token: Some(token("alice's secret, long enough")),
+        ..ConnectConfig::default()
+    };
+    let offer = within("alice's offer", offer_with(&control, &alice_connect))
+        .await
+        .expect("offer");
+    let offer = tokio::spawn(offer.wait_for_receiver());
+
     relay.access.replace(Access::from_tokens([NamedToken::new(
         "bob",
         token("bob's secret, long enough!"),
@@ -294,6 +304,12 @@ async fn removing_a_token_ends_its_sessions_and_only_those() {
             assert!(reason.contains("token 'alice'"), "{reason}")
         }
         other => panic!("alice's session ended otherwise: {other}"),
+    }
+    match within("alice's offer to end", offer).await.expect("join") {
+        Err(Error::SessionLost(SessionEnd::Withdrawn(reason))) => {
+            assert!(reason.contains("token 'alice'"), "{reason}")
+        }
+        other => panic!("alice's offer ended otherwise: {other:?}"),
     }
     let back = within("bob's echo", visit(bob_addr, b"still here"))
         .await

@@ -147,6 +147,17 @@ impl AccessHandle {
         self.current.borrow().clone()
     }
 
+    /// Why a client admitted with `token` is being turned out, in words for that client.
+    pub(super) fn revocation_reason(token: Option<&NamedToken>) -> String {
+        match token {
+            Some(t) => format!(
+                "access revoked: the relay no longer accepts token '{}'",
+                t.name
+            ),
+            None => "access revoked: the relay now requires a token".to_string(),
+        }
+    }
+
     /// Completes when a client admitted with `token` is no longer admitted by the set in
     /// force; never, while it is.
     pub(super) async fn revoked(&self, token: Option<&NamedToken>) {

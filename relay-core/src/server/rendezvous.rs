@@ -127,7 +127,16 @@ pub(super) async fn offer(mut sender: Client, shared: Arc<Shared>, shutdown: Can
         info!("offer registered");
         let mut claim_rx = claim_rx;
         let meter = Meter::new();
-        let outcome = transfer(sender.conn, &mut claim_rx, &shared, &shutdown, &meter).await;
+        let token = sender.token.as_deref();
+        let outcome = transfer(
+            sender.conn,
+            token,
+            &mut claim_rx,
+            &shared,
+            &shutdown,
+            &meter,
+        )
+        .await;
         // A receiver may have been handed over just as the offer ended: answer it too.
         claim_rx.close();
         if let Ok(receiver) = claim_rx.try_recv() {
@@ -168,12 +177,13 @@ enum Ended {
 
 async fn transfer(
     mut sender: FramedConn<TcpStream>,
+    token: Option<&super::NamedToken>,
     claim: &mut oneshot::Receiver<Claimant>,
     shared: &Shared,
     shutdown: &CancellationToken,
     meter: &Meter,
 ) -> Result<(), Ended> {
-    let receiver = wait_for_receiver(&mut sender, claim, shared, shutdown)
+    let receiver = wait_for_receiver(&mut sender, token, claim, shared, shutdown)
         .await
         .map_err(Ended::Waiting)?;
     let mut receiver = Client::adopt(receiver)
@@ -235,6 +245,7 @@ async fn transfer(
 /// Keeps the offer alive until a receiver claims it, answering the sender's heartbeats.
 async fn wait_for_receiver(
     sender: &mut FramedConn<TcpStream>,
+    token: Option<&super::NamedToken>,
     claim: &mut oneshot::Receiver<Claimant>,
     shared: &Shared,
     shutdown: &CancellationToken,
@@ -252,6 +263,12 @@ async fn wait_for_receiver(
                 let reason = "relay is shutting down".to_string();
                 let _ = sender.write_frame(&OfferEvent::Closed { reason: reason.clone() }).await;
                 return Err(SessionEnd::RelayShutdown(reason));
+            }
+            // The sender's token was removed from the relay's tokens.
+            () = shared.gate.access.revoked(token) => {
+                let reason = super::AccessHandle::revocation_reason(token);
+                let _ = sender.write_frame(&OfferEvent::Closed { reason: reason.clone() }).await;
+                return Err(SessionEnd::Revoked(reason));
             }
             () = &mut expiry => {
                 let reason = format!("offer expired after {:?} without a receiver", config.offer_ttl);

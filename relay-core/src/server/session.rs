@@ -248,13 +248,7 @@ async fn revoke(
     liveness: &Liveness,
     token: Option<&super::NamedToken>,
 ) -> SessionEnd {
-    let reason = match token {
-        Some(t) => format!(
-            "access revoked: the relay no longer accepts token '{}'",
-            t.name
-        ),
-        None => "access revoked: the relay now requires a token".to_string(),
-    };
+    let reason = super::AccessHandle::revocation_reason(token);
     let frame = RelayControl::Revoked {
         reason: reason.clone(),
     };
