@@ -1,13 +1,16 @@
 //! Per-address shares: one source address (IPv4, or IPv6 /64) cannot take more than a small
-//! share of the relay's ports, sessions, handshake slots or code guesses, and others still get
-//! in. 127.0.0.2 plays the other address.
+//! share of the relay's ports, sessions, handshake slots or code guesses, and its wrong tokens
+//! slow only itself down; others still get in. 127.0.0.2 plays the other address.
 
 mod common;
 
 use common::*;
+use relay_core::auth::Token;
 use relay_core::client::claim;
 use relay_core::protocol::{ErrorCode, Hello, Reply, TunnelRequest};
+use relay_core::server::Access;
 use relay_core::{RelayConfig, TunnelConfig, TunnelListener};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const HS: std::time::Duration = relay_core::protocol::DEFAULT_HANDSHAKE_TIMEOUT;
@@ -226,4 +229,67 @@ async fn one_address_is_held_to_its_share_of_offers() {
     busy_naming(&reply, "1 file offers");
     let (_other, reply) = raw_hello_from(NEIGHBOUR, relay.addr, &Hello::Send, None).await;
     assert!(matches!(reply, Reply::Offered { .. }), "{reply:?}");
+}
+
+const SECRET: &str = "the right secret, long enough";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_tokens_from_one_address_are_answered_ever_more_slowly() {
+    let relay = TestRelay::start(RelayConfig {
+        access: Access::single(Token::new(SECRET).expect("token")),
+        ..RelayConfig::default()
+    })
+    .await;
+    let wrong = Token::new("a wrong secret, long enough").expect("token");
+    let hello = one_tunnel();
+    let mut times = Vec::new();
+    for _ in 0..4 {
+        let start = Instant::now();
+        let (_c, reply) = raw_hello_from(HOME, relay.addr, &hello, Some(&wrong)).await;
+        assert!(
+            matches!(
+                reply,
+                Reply::Error {
+                    code: ErrorCode::Unauthorized,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+        times.push(start.elapsed());
+    }
+    assert!(
+        times[0] < Duration::from_millis(200),
+        "a first mistake is answered at once: {times:?}"
+    );
+    // 0, 250 ms, 500 ms, 1 s.
+    assert!(
+        times[3] >= Duration::from_millis(900),
+        "the fourth is slowed down: {times:?}"
+    );
+    assert!(times[3] > times[1], "{times:?}");
+    // Another address is not slowed down by this one's failures, and neither is the right
+    // token from the same address.
+    let start = Instant::now();
+    let (_c, reply) = raw_hello_from(NEIGHBOUR, relay.addr, &hello, Some(&wrong)).await;
+    assert!(matches!(reply, Reply::Error { .. }), "{reply:?}");
+    assert!(
+        start.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
+    let start = Instant::now();
+    let (_c, reply) = raw_hello_from(
+        HOME,
+        relay.addr,
+        &hello,
+        Some(&Token::new(SECRET).expect("token")),
+    )
+    .await;
+    assert!(matches!(reply, Reply::Welcome(_)), "{reply:?}");
+    assert!(
+        start.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
 }
