@@ -2,7 +2,8 @@
 //! `receive`): logging to stderr, signals, argument parsers, the allocator choice, and the
 //! one-line error exit. Protocol and networking live in `relay-core`; nothing here knows about
 //! them beyond types, except [`local`], the local server `expose` forwards to, and
-//! [`visitors`], what tunnel clients log about their visitors.
+//! [`visitors`], what tunnel clients log about their visitors, and [`tokens`], the relay's
+//! tokens file.
 
 use std::fmt::Display;
 use std::io::IsTerminal;
@@ -15,6 +16,7 @@ pub mod expose_config;
 pub mod local;
 pub mod proxy_header;
 pub mod tls;
+pub mod tokens;
 pub mod tunnel_args;
 pub mod visitors;
 

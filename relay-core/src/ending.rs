@@ -37,6 +37,9 @@ pub enum SessionEnd {
     Protocol(String),
     /// This side ended it (the listener was dropped, or a shutdown was asked for).
     Closed,
+    /// The relay no longer accepts this client's token (it was removed from the relay's
+    /// tokens), in the relay's words. Reconnecting cannot help.
+    Revoked(String),
     /// Reconnecting, the relay refused for a reason that will not go away (a token it no
     /// longer accepts, for example).
     Refused {
@@ -80,6 +83,7 @@ impl SessionEnd {
             SessionEnd::Protocol(_) => "protocol_error",
             SessionEnd::Closed => "closed",
             SessionEnd::Refused { .. } => "refused",
+            SessionEnd::Revoked(_) => "revoked",
         }
     }
 
@@ -124,6 +128,7 @@ impl fmt::Display for Described<'_> {
             }
             SessionEnd::Protocol(why) => write!(f, "the {peer} broke the protocol: {why}"),
             SessionEnd::Closed => f.write_str("closed by this side"),
+            SessionEnd::Revoked(why) => write!(f, "the relay ended the session: {why}"),
             SessionEnd::Refused { message, .. } => {
                 write!(f, "the {peer} refused to take the client back: {message}")
             }

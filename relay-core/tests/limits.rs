@@ -18,6 +18,7 @@ async fn port_exhaustion_and_session_limit_are_clear_errors() {
     let relay = TestRelay::start(RelayConfig {
         public_ports: Some(port..=port),
         max_sessions: 2,
+        per_addr: all_from_one_address(),
         ..RelayConfig::default()
     })
     .await;
@@ -38,6 +39,7 @@ async fn port_exhaustion_and_session_limit_are_clear_errors() {
     // Ports to spare, two sessions at most: the third client is turned away, naming the limit.
     let relay = TestRelay::start(RelayConfig {
         max_sessions: 2,
+        per_addr: all_from_one_address(),
         ..RelayConfig::default()
     })
     .await;

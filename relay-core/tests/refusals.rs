@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 async fn a_client_beyond_the_handshake_cap_is_told_the_relay_is_busy() {
     let relay = TestRelay::start(RelayConfig {
         max_handshakes: 2,
+        per_addr: all_from_one_address(),
         ..RelayConfig::default()
     })
     .await;
@@ -39,7 +40,10 @@ async fn a_client_beyond_the_handshake_cap_is_told_the_relay_is_busy() {
         Error::Rejected {
             code: ErrorCode::Busy,
             message,
-        } => assert!(message.contains("busy"), "{message}"),
+        } => assert!(
+            message.contains("(2 connections in their handshake)"),
+            "{message}"
+        ),
         other => panic!("expected a Busy refusal, got {other:?}: {other}"),
     }
     assert!(err.to_string().contains("the relay is busy"), "{err}");

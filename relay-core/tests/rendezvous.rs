@@ -106,6 +106,7 @@ async fn a_vanished_sender_is_reported_to_its_receiver() {
 async fn offers_are_bounded_in_number_and_time() {
     let relay = TestRelay::start(RelayConfig {
         max_transfers: 1,
+        per_addr: all_from_one_address(),
         offer_ttl: Duration::from_millis(300),
         ..RelayConfig::default()
     })
@@ -115,8 +116,8 @@ async fn offers_are_bounded_in_number_and_time() {
     match offer(&control, HS).await {
         Err(Error::Rejected {
             code: ErrorCode::Busy,
-            ..
-        }) => {}
+            message,
+        }) => assert!(message.contains("(1 transfers)"), "{message}"),
         other => panic!("expected Busy, got {other:?}"),
     }
     let err = within("offer to expire", first.wait_for_receiver())
@@ -191,5 +192,5 @@ async fn claims_from_one_address_are_rate_limited() {
     }
     let (i, message) = limited.expect("the relay never limited a claim loop");
     assert_eq!(i, 30, "limited after {i} claims");
-    assert!(message.contains("too many codes"), "{message}");
+    assert!(message.contains("too many wrong codes"), "{message}");
 }

@@ -87,6 +87,35 @@ struct Args {
 
     #[command(flatten)]
     tls: relay_bin::tls::ServerTlsArgs,
+
+    /// TOML file of named tokens, each with an optional scope (ports, max_tunnels,
+    /// max_visitors, transfers); SIGHUP re-reads it.
+    #[arg(long, env = "RELAY_TOKENS", conflicts_with = "token")]
+    tokens: Option<std::path::PathBuf>,
+
+    /// Connections from one address (IPv6: one /64) in their handshake at once [default:
+    /// max(1, min(H/4, max(8, H/16))) of --max-handshakes H].
+    #[arg(long, env = "RELAY_MAX_HANDSHAKES_PER_ADDR")]
+    max_handshakes_per_addr: Option<usize>,
+
+    /// Tunnel sessions from one address at once [default: max(1, min(S/4, max(32, S/16))) of
+    /// --max-sessions S].
+    #[arg(long, env = "RELAY_MAX_SESSIONS_PER_ADDR")]
+    max_sessions_per_addr: Option<usize>,
+
+    /// Public ports one address may hold, leased ones included [default: max(1, min(P/4,
+    /// max(32, P/16))) of the P ports in --ports].
+    #[arg(long, env = "RELAY_MAX_PORTS_PER_ADDR")]
+    max_ports_per_addr: Option<usize>,
+
+    /// File offers from one address at once [default: max(1, min(T/4, max(32, T/16))) of
+    /// --max-transfers T].
+    #[arg(long, env = "RELAY_MAX_OFFERS_PER_ADDR")]
+    max_offers_per_addr: Option<usize>,
+
+    /// Wrong transfer codes one address may try per minute; successful claims never count.
+    #[arg(long, env = "RELAY_MAX_FAILED_CLAIMS", default_value_t = server::DEFAULT_MAX_FAILED_CLAIMS)]
+    max_failed_claims: u32,
 }
 
 fn main() -> ExitCode {
@@ -106,6 +135,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // the name too; clients of a self-signed relay pin the fingerprint anyway.
     let names: Vec<String> = args.public_host.iter().cloned().collect();
     let tls = args.tls.load(&names)?;
+    let access = match (&args.tokens, &args.token) {
+        (Some(path), _) => relay_bin::tokens::load(path)?,
+        (None, Some(token)) => server::Access::single(token.clone()),
+        (None, None) => server::Access::open(),
+    };
+    let open = access.is_open();
     let config = RelayConfig {
         public_ports: args.ports,
         public_host: args.public_host,
@@ -119,12 +154,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         offer_ttl: args.offer_ttl,
         drain_timeout: args.drain_timeout,
         lease_ttl: args.lease_ttl,
-        access: args
-            .token
-            .clone()
-            .map_or_else(server::Access::open, server::Access::single),
+        access,
         tls: tls.clone(),
         require_tls: args.tls.require_tls,
+        per_addr: server::PerAddrLimits {
+            handshakes: args.max_handshakes_per_addr,
+            sessions: args.max_sessions_per_addr,
+            ports: args.max_ports_per_addr,
+            offers: args.max_offers_per_addr,
+        },
+        max_failed_claims: args.max_failed_claims,
     };
     let workers = Workers::start(args.threads).context("cannot start worker threads")?;
     let relay = RelayServer::new(listener, config)
@@ -148,7 +187,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tls.fingerprint()
         );
     }
-    if args.token.is_none() && !control.ip().is_loopback() {
+    if open && !control.ip().is_loopback() {
         tracing::warn!(
             "no token set: anyone who can reach this relay may open tunnels on it; \
              set --token or RELAY_TOKEN before exposing it to the internet"
@@ -159,6 +198,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             fd_limit,
             "the open-file limit caps visitors and sessions at about this many; raise it with `ulimit -n`"
         );
+    }
+    if let Some(path) = args.tokens.clone() {
+        relay_bin::tokens::reload_on_hangup(path, relay.access_handle())
+            .context("cannot watch for SIGHUP")?;
     }
     let shutdown = shutdown_on_signal();
     relay.run(shutdown).await?;

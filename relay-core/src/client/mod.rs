@@ -100,7 +100,9 @@ async fn exchange(
         let Some(token) = &config.token else {
             return Err(Error::Rejected {
                 code: ErrorCode::Unauthorized,
-                message: "this relay requires a token; pass --token or set RELAY_TOKEN".into(),
+                message: "authentication failed: this relay requires a token; pass --token or \
+                          set RELAY_TOKEN"
+                    .into(),
             });
         };
         // The proof covers the hello exactly as it was sent.

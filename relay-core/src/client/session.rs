@@ -171,7 +171,8 @@ impl Supervisor {
             if self.stop.is_cancelled() {
                 break SessionEnd::Closed;
             }
-            if !self.config.reconnect.enabled {
+            // A revoked token would only be refused again.
+            if !self.config.reconnect.enabled || matches!(end, SessionEnd::Revoked(_)) {
                 break end;
             }
             warn!(reason = %end, "session with the relay lost; reconnecting");
@@ -218,7 +219,7 @@ impl Supervisor {
             Err(cut) => {
                 let last = tokio::time::timeout(LAST_WORD, heartbeats(&mut control, &mut liveness));
                 match last.await {
-                    Ok(end @ SessionEnd::RelayShutdown(_)) => end,
+                    Ok(end @ (SessionEnd::RelayShutdown(_) | SessionEnd::Revoked(_))) => end,
                     _ => cut,
                 }
             }
@@ -349,6 +350,7 @@ async fn heartbeats(control: &mut FramedConn<Substream>, liveness: &mut Liveness
         match frame {
             Ok(RelayControl::Pong(_)) => liveness.heard(),
             Ok(RelayControl::Shutdown { reason }) => return SessionEnd::RelayShutdown(reason),
+            Ok(RelayControl::Revoked { reason }) => return SessionEnd::Revoked(reason),
             Err(CodecError::Closed) => return SessionEnd::PeerClosed,
             Err(CodecError::Io(e)) => return SessionEnd::ConnectionLost(e.to_string()),
             Err(e) => return SessionEnd::Protocol(format!("control stream: {e}")),

@@ -256,6 +256,12 @@ pub enum RelayControl {
         /// Human-readable reason.
         reason: String,
     },
+    /// The relay no longer accepts the token this session was opened with; the session ends
+    /// now, and reconnecting with the same token will be refused.
+    Revoked {
+        /// Human-readable reason.
+        reason: String,
+    },
 }
 
 /// Sender to relay, on a connection that made an offer, until the pairing.

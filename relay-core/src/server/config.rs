@@ -4,6 +4,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::access::Access;
+use super::per_addr::{AddrLimits, PerAddrLimits};
 use crate::protocol::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_FRAME_LEN, MAX_FRAME_LEN,
     MAX_VISITORS_PER_TUNNEL,
@@ -24,6 +25,8 @@ pub const DEFAULT_MAX_TRANSFERS: usize = 1024;
 pub const DEFAULT_OFFER_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Default for [`RelayConfig::drain_timeout`].
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for [`RelayConfig::max_failed_claims`].
+pub const DEFAULT_MAX_FAILED_CLAIMS: u32 = 30;
 /// Default for [`RelayConfig::lease_ttl`].
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
@@ -66,6 +69,12 @@ pub struct RelayConfig {
     /// Refuse plain connections with [`ErrorCode::TlsRequired`](crate::protocol::ErrorCode)
     /// (needs `tls`).
     pub require_tls: bool,
+    /// What one source address (IPv4, or IPv6 /64) may hold at once.
+    pub per_addr: PerAddrLimits,
+    /// Wrong transfer codes (unknown or malformed nameplates) one source address may present
+    /// per minute; further claims are refused until its minute is over. Successful claims
+    /// never count.
+    pub max_failed_claims: u32,
 }
 
 impl Default for RelayConfig {
@@ -86,6 +95,8 @@ impl Default for RelayConfig {
             access: Access::open(),
             tls: None,
             require_tls: false,
+            per_addr: PerAddrLimits::default(),
+            max_failed_claims: DEFAULT_MAX_FAILED_CLAIMS,
         }
     }
 }
@@ -154,6 +165,19 @@ impl RelayConfig {
             return Err("lease time is too long".into());
         }
         Ok((self, ports))
+    }
+
+    /// The per-address limits in force for a pool of `pool_len` public ports.
+    pub(super) fn per_addr_limits(&self, pool_len: usize) -> Result<AddrLimits, String> {
+        if self.max_failed_claims == 0 {
+            return Err("failed claims per address must be at least 1".into());
+        }
+        self.per_addr.resolve(
+            self.max_handshakes,
+            self.max_sessions,
+            pool_len,
+            self.max_transfers,
+        )
     }
 
     pub(crate) fn heartbeat_interval_ms(&self) -> u32 {

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::charge::{Charger, PortCharge, Shortfall};
 use super::ports::{PortLease, PortPool};
 use crate::protocol::{Grant, LeaseSecret, TunnelRequest};
 
@@ -33,6 +34,8 @@ pub(super) struct Tunnel {
     /// Visitors were waiting in its accept queue for a reclaimed port.
     pub(super) reclaimed: bool,
     guard: PortLease,
+    /// Held as long as the port is granted or leased.
+    charge: PortCharge,
 }
 
 impl Tunnel {
@@ -56,6 +59,7 @@ enum Entry {
         secret: LeaseSecret,
         listener: TcpListener,
         guard: PortLease,
+        charge: PortCharge,
         expires: Instant,
     },
 }
@@ -71,19 +75,33 @@ pub(super) struct Leases {
 impl Leases {
     /// Grants one port per request, reclaiming leased ports whose secret is presented. Ports
     /// of a session still thought alive are taken over from it. `session` is what ends this
-    /// session if its own ports are later taken over. `None` when the pool has no free port.
+    /// session if its own ports are later taken over. New ports come from the ports `charger`
+    /// allows, each charged to the client; reclaimed ones keep the charge they had.
     pub(super) async fn grant(
         &self,
         pool: &PortPool,
         requests: &[TunnelRequest],
         session: &CancellationToken,
-    ) -> Option<Vec<Tunnel>> {
+        charger: &Charger<'_>,
+    ) -> Result<Vec<Tunnel>, Shortfall> {
         let mut granted = Vec::with_capacity(requests.len());
         for request in requests {
-            let tunnel = match self.reclaim(request).await {
+            let reclaimed = match request.preferred_port {
+                Some(p) if charger.allowed.contains(&p) => self.reclaim(request).await,
+                _ => None,
+            };
+            let tunnel = match reclaimed {
                 Some(tunnel) => tunnel,
                 None => {
-                    let (listener, guard) = pool.bind(request.preferred_port)?;
+                    let no_port = || Shortfall::NoFreePort {
+                        range: charger.describe_allowed(),
+                    };
+                    // Bound before it is charged: when no port is free at all, that is the
+                    // answer, whatever the client's share.
+                    let (listener, guard) = pool
+                        .bind_within(request.preferred_port, &charger.allowed)
+                        .ok_or_else(no_port)?;
+                    let charge = charger.charge()?;
                     let port = guard.port();
                     Tunnel {
                         port,
@@ -91,6 +109,7 @@ impl Leases {
                         secret: LeaseSecret::random(),
                         reclaimed: false,
                         guard,
+                        charge,
                     }
                 }
             };
@@ -108,7 +127,7 @@ impl Leases {
                 },
             );
         }
-        Some(granted)
+        Ok(granted)
     }
 
     /// The port the request's lease names, if the secret matches: straight from the lease, or
@@ -123,7 +142,10 @@ impl Leases {
                 match entries.get(&port) {
                     Some(Entry::Leased { secret: s, .. }) if s.matches(secret) => {
                         let Some(Entry::Leased {
-                            listener, guard, ..
+                            listener,
+                            guard,
+                            charge,
+                            ..
                         }) = entries.remove(&port)
                         else {
                             unreachable!("matched as leased just above");
@@ -144,6 +166,7 @@ impl Leases {
                             secret: secret.clone(),
                             reclaimed: true,
                             guard,
+                            charge,
                         });
                     }
                     Some(Entry::Active { secret: s, replace }) if s.matches(secret) => {
@@ -175,6 +198,7 @@ impl Leases {
                     secret: tunnel.secret,
                     listener: tunnel.listener,
                     guard: tunnel.guard,
+                    charge: tunnel.charge,
                     expires,
                 },
             );

@@ -13,14 +13,19 @@
 //! ```
 
 mod access;
+mod admission;
+mod charge;
 mod config;
 mod handshake;
 mod leases;
 mod opening;
+mod per_addr;
 mod ports;
 mod refusals;
 mod rendezvous;
 mod session;
+mod strikes;
+mod usage;
 mod visitor;
 
 use std::io;
@@ -36,17 +41,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-pub use access::{Access, NamedToken};
+pub use access::{Access, AccessHandle, NamedToken, Scope};
+pub use admission::{FAILURE_WINDOW, MAX_AUTH_PENALTY};
 pub use config::*;
+pub use per_addr::{AddrGroup, PerAddrLimits, default_share};
 
 use crate::error::{Error, Result};
 use crate::frame::FramedConn;
 use crate::net::tune_session_socket;
-use crate::protocol::{ErrorCode, Hello};
-use handshake::{AuthFailure, Client, Rejection, answer_rejection, read_hello, refuse};
+use crate::protocol::Hello;
+use admission::{Gate, HandshakeTicket, Refused};
+use handshake::{Client, Rejection, answer_rejection, read_hello, refuse};
 use leases::Leases;
 use ports::PortPool;
-use refusals::{REFUSAL_WINDOW, Refusal, Refusals};
+use refusals::{REFUSAL_WINDOW, Refusals};
 use rendezvous::Offers;
 
 /// After the drain deadline, how long cut connections get to send their resets.
@@ -76,6 +84,8 @@ struct Shared {
     sessions: Arc<Semaphore>,
     transfers: Arc<Semaphore>,
     offers: Offers,
+    /// Tokens, per-address shares, failure counts.
+    gate: Gate,
     refusals: Refusals,
     next_id: AtomicU64,
     tasks: TaskTracker,
@@ -95,8 +105,11 @@ impl RelayServer {
     pub fn new(listener: TcpListener, config: RelayConfig) -> Result<Self> {
         let local = listener.local_addr()?;
         let (config, port_range) = config.validate(local.port()).map_err(Error::Config)?;
+        let pool_len = port_range.len();
         let ports = PortPool::new(local.ip(), port_range);
+        let limits = config.per_addr_limits(pool_len).map_err(Error::Config)?;
         let shared = Shared {
+            gate: Gate::new(&config, limits),
             ports,
             leases: Arc::default(),
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
@@ -132,6 +145,11 @@ impl RelayServer {
         self.listener.local_addr()
     }
 
+    /// A handle that swaps the relay's token set while it runs (on SIGHUP, for example).
+    pub fn access_handle(&self) -> AccessHandle {
+        self.shared.gate.access.clone()
+    }
+
     /// The public ports this relay hands out.
     pub fn public_ports(&self) -> RangeInclusive<u16> {
         self.shared.ports.range()
@@ -162,10 +180,15 @@ impl RelayServer {
                     continue;
                 }
             };
-            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                self.answer_busy(sock, peer, &busy_answers);
-                continue;
-            };
+            let max = self.shared.config.max_handshakes;
+            let permit =
+                match admission::handshake_ticket(&self.shared.gate, &handshakes, max, peer) {
+                    Ok(ticket) => ticket,
+                    Err(refused) => {
+                        self.answer_busy(sock, peer, &busy_answers, refused);
+                        continue;
+                    }
+                };
             let shared = self.shared.clone();
             let conn_shutdown = shutdown.child_token();
             let span = info_span!("conn", client.addr = %peer, tls = tracing::field::Empty);
@@ -217,12 +240,17 @@ impl RelayServer {
 }
 
 impl RelayServer {
-    /// Tells a connection beyond the handshake cap that the relay is busy, so its client can
-    /// say so instead of guessing at a closed connection.
-    fn answer_busy(&self, sock: TcpStream, peer: SocketAddr, answers: &Arc<Semaphore>) {
-        let limit = self.shared.config.max_handshakes;
-        if self.shared.refusals.note(Refusal::HandshakeCap) {
-            warn!(client.addr = %peer, limit, "too many connections in their handshake; answering busy");
+    /// Tells a connection beyond the handshake cap (the relay's, or its address's) that the
+    /// relay is busy, so its client can say so instead of guessing at a closed connection.
+    fn answer_busy(
+        &self,
+        sock: TcpStream,
+        peer: SocketAddr,
+        answers: &Arc<Semaphore>,
+        refused: Refused,
+    ) {
+        if self.shared.refusals.note(refused.kind) {
+            warn!(client.addr = %peer, reason = %refused.message, "too many connections in their handshake; answering busy");
         }
         let Ok(answering) = answers.clone().try_acquire_owned() else {
             return;
@@ -231,11 +259,8 @@ impl RelayServer {
         self.shared.tasks.spawn(async move {
             let _answering = answering;
             let mut sock = sock;
-            let message = format!(
-                "the relay is busy ({limit} connections in their handshake); try again shortly"
-            );
-            let _ =
-                tokio::time::timeout(timeout, refuse(&mut sock, ErrorCode::Busy, message)).await;
+            let answer = refuse(&mut sock, refused.code, refused.message);
+            let _ = tokio::time::timeout(timeout, answer).await;
         });
     }
 }
@@ -244,7 +269,7 @@ async fn handle_connection(
     sock: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    handshake_permit: tokio::sync::OwnedSemaphorePermit,
+    mut handshake_permit: HandshakeTicket,
     shutdown: CancellationToken,
 ) {
     tune_session_socket(&sock);
@@ -286,30 +311,23 @@ async fn handle_connection(
         Ok(Ok(hello)) => hello,
     };
     tracing::Span::current().record("tls", tls);
-    let mut client = Client::new(conn, peer);
-    if !config.access.is_open() {
-        let checked =
-            tokio::time::timeout_at(deadline, client.authenticate(&config.access, &hello_bytes))
-                .await;
-        match checked {
-            Ok(Ok(())) => {}
-            Ok(Err(AuthFailure::Left)) | Err(_) => {
-                debug!("client left during the token check");
-                return;
-            }
-            Ok(Err(AuthFailure::Wrong)) => {
-                if shared.refusals.note(Refusal::AuthFailed) {
-                    warn!("authentication failed; refusing");
-                }
-                let message = "authentication failed: this relay requires a valid token \
-                               (--token or RELAY_TOKEN)"
-                    .to_string();
-                client.refuse(ErrorCode::Unauthorized, message).await;
-                return;
-            }
-        }
-    }
+    let client = Client::new(conn, peer);
+    let checked = admission::check_token(
+        client,
+        &hello_bytes,
+        &shared,
+        &mut handshake_permit,
+        &shutdown,
+    );
+    let Some(client) = checked.await else {
+        return;
+    };
     drop(handshake_permit);
+    // Held (the address's session or offer slot) for as long as the client is served.
+    let _admitted = match admission::admit(&client, &hello, &shared) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused.answer(client, &shared.refusals).await,
+    };
     match hello {
         Hello::Tunnel { tunnels } => session::run(client, tunnels, shared, shutdown).await,
         Hello::Send => rendezvous::offer(client, shared, shutdown).await,

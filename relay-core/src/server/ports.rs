@@ -59,12 +59,29 @@ impl PortPool {
 
     /// Binds `preferred` if it is in range and free, else the lowest free port in the range.
     /// Ports other programs on the machine hold are skipped. `None` when every port is taken.
+    #[cfg(test)]
     pub(crate) fn bind(&self, preferred: Option<u16>) -> Option<(TcpListener, PortLease)> {
+        self.bind_within(preferred, &self.range)
+    }
+
+    /// Binds `preferred` if it is in `allowed` and free, else the lowest free port of `allowed`
+    /// (the part of the range a client's token allows). Ports other programs on the machine
+    /// hold are skipped. `None` when every port is taken.
+    ///
+    /// Among the ports of `allowed` (a part of the range: what a
+    /// client's token allows).
+    pub(crate) fn bind_within(
+        &self,
+        preferred: Option<u16>,
+        allowed: &RangeInclusive<u16>,
+    ) -> Option<(TcpListener, PortLease)> {
         // Held across the scan so two sessions never race for one port; binding is a
         // non-blocking syscall, so this stays short.
         let mut taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
-        let preferred = preferred.filter(|p| self.range.contains(p));
-        let candidates = preferred.into_iter().chain(self.range.clone());
+        let allowed =
+            *allowed.start().max(self.range.start())..=*allowed.end().min(self.range.end());
+        let preferred = preferred.filter(|p| allowed.contains(p));
+        let candidates = preferred.into_iter().chain(allowed);
         for port in candidates {
             if taken.contains(&port) {
                 continue;

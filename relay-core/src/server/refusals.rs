@@ -28,7 +28,7 @@ pub(super) enum Refusal {
     VisitorCap,
     /// A sender found every transfer slot taken.
     TransferCap,
-    /// An address tried too many codes.
+    /// An address tried too many wrong codes.
     ClaimRate,
     /// A claim named no waiting offer.
     UnknownNameplate,
@@ -42,10 +42,20 @@ pub(super) enum Refusal {
     TlsUnavailable,
     /// A TLS handshake failed (the client rejected the certificate, or sent junk).
     TlsHandshake,
+    /// A connection found its address's share of handshake slots taken.
+    AddrHandshakeCap,
+    /// A tunnel client's address holds its share of sessions.
+    AddrSessionCap,
+    /// A tunnel client's address holds its share of public ports.
+    AddrPortShare,
+    /// A sender's address holds its share of offers.
+    AddrOfferCap,
+    /// A token's scope does not allow what was asked.
+    Forbidden,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 12] = [
+    const ALL: [Refusal; 17] = [
         Refusal::HandshakeCap,
         Refusal::SessionCap,
         Refusal::NoFreePort,
@@ -58,6 +68,11 @@ impl Refusal {
         Refusal::TlsRequired,
         Refusal::TlsUnavailable,
         Refusal::TlsHandshake,
+        Refusal::AddrHandshakeCap,
+        Refusal::AddrSessionCap,
+        Refusal::AddrPortShare,
+        Refusal::AddrOfferCap,
+        Refusal::Forbidden,
     ];
 
     /// A short, stable name for logs and metrics.
@@ -75,6 +90,11 @@ impl Refusal {
             Refusal::TlsRequired => "tls_required",
             Refusal::TlsUnavailable => "tls_unavailable",
             Refusal::TlsHandshake => "tls_handshake",
+            Refusal::AddrHandshakeCap => "addr_handshake_cap",
+            Refusal::AddrSessionCap => "addr_session_cap",
+            Refusal::AddrPortShare => "addr_port_share",
+            Refusal::AddrOfferCap => "addr_offer_cap",
+            Refusal::Forbidden => "forbidden",
         }
     }
 }

@@ -6,10 +6,8 @@
 //! per direction ([`crate::splice::CHUNK`] bytes each) and a small frame buffer before pairing.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
@@ -31,20 +29,11 @@ use crate::transport::Conn;
 /// A receiver on its way to the offer it claimed (which may run on another worker thread).
 type Claimant = Handover;
 
-/// Claims one address may make per [`CLAIM_WINDOW`]. Nameplates are short, so without a limit a
-/// client could claim numbers in a loop and spoil other people's offers (it would still learn
-/// nothing: the words are never sent to the relay).
-const CLAIMS_PER_WINDOW: u32 = 30;
-const CLAIM_WINDOW: Duration = Duration::from_secs(60);
-/// Addresses tracked at once; beyond this the oldest windows are dropped first.
-const MAX_TRACKED_CLAIMERS: usize = 65_536;
-
 /// Offers waiting for their receiver, by nameplate.
 #[derive(Debug, Default)]
 pub(super) struct Offers {
     waiting: Mutex<HashMap<String, (u64, oneshot::Sender<Claimant>)>>,
     next: AtomicU64,
-    claimers: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl Offers {
@@ -72,25 +61,6 @@ impl Offers {
     fn take(&self, nameplate: &str) -> Option<oneshot::Sender<Claimant>> {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         waiting.remove(nameplate).map(|(_, tx)| tx)
-    }
-
-    /// Counts a claim from `ip`; false once the address is over its budget for this window.
-    fn allow_claim(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut claimers = self.claimers.lock().unwrap_or_else(PoisonError::into_inner);
-        if claimers.len() >= MAX_TRACKED_CLAIMERS {
-            claimers.retain(|_, (start, _)| now.duration_since(*start) < CLAIM_WINDOW);
-            if claimers.len() >= MAX_TRACKED_CLAIMERS {
-                claimers.clear();
-            }
-        }
-        let (start, count) = claimers.entry(ip).or_insert((now, 0));
-        if now.duration_since(*start) >= CLAIM_WINDOW {
-            *start = now;
-            *count = 0;
-        }
-        *count += 1;
-        *count <= CLAIMS_PER_WINDOW
     }
 
     /// Removes the offer if it is still the one registered as `id`.
@@ -157,7 +127,16 @@ pub(super) async fn offer(mut sender: Client, shared: Arc<Shared>, shutdown: Can
         info!("offer registered");
         let mut claim_rx = claim_rx;
         let meter = Meter::new();
-        let outcome = transfer(sender.conn, &mut claim_rx, &shared, &shutdown, &meter).await;
+        let token = sender.token.as_deref();
+        let outcome = transfer(
+            sender.conn,
+            token,
+            &mut claim_rx,
+            &shared,
+            &shutdown,
+            &meter,
+        )
+        .await;
         // A receiver may have been handed over just as the offer ended: answer it too.
         claim_rx.close();
         if let Ok(receiver) = claim_rx.try_recv() {
@@ -198,12 +177,13 @@ enum Ended {
 
 async fn transfer(
     mut sender: FramedConn<Conn>,
+    token: Option<&super::NamedToken>,
     claim: &mut oneshot::Receiver<Claimant>,
     shared: &Shared,
     shutdown: &CancellationToken,
     meter: &Meter,
 ) -> Result<(), Ended> {
-    let receiver = wait_for_receiver(&mut sender, claim, shared, shutdown)
+    let receiver = wait_for_receiver(&mut sender, token, claim, shared, shutdown)
         .await
         .map_err(Ended::Waiting)?;
     let mut receiver = Client::adopt(receiver)
@@ -265,6 +245,7 @@ async fn transfer(
 /// Keeps the offer alive until a receiver claims it, answering the sender's heartbeats.
 async fn wait_for_receiver(
     sender: &mut FramedConn<Conn>,
+    token: Option<&super::NamedToken>,
     claim: &mut oneshot::Receiver<Claimant>,
     shared: &Shared,
     shutdown: &CancellationToken,
@@ -282,6 +263,12 @@ async fn wait_for_receiver(
                 let reason = "relay is shutting down".to_string();
                 let _ = sender.write_frame(&OfferEvent::Closed { reason: reason.clone() }).await;
                 return Err(SessionEnd::RelayShutdown(reason));
+            }
+            // The sender's token was removed from the relay's tokens.
+            () = shared.gate.access.revoked(token) => {
+                let reason = super::AccessHandle::revocation_reason(token);
+                let _ = sender.write_frame(&OfferEvent::Closed { reason: reason.clone() }).await;
+                return Err(SessionEnd::Revoked(reason));
             }
             () = &mut expiry => {
                 let reason = format!("offer expired after {:?} without a receiver", config.offer_ttl);
@@ -326,18 +313,25 @@ async fn confirm_pairing(sender: &mut FramedConn<Conn>) -> Result<(), CodecError
 /// Serves a receiver: hands its connection to the offer registered under `nameplate`.
 pub(super) async fn claim(receiver: Client, nameplate: String, shared: Arc<Shared>) {
     let refusals = &shared.refusals;
-    if !shared.offers.allow_claim(receiver.peer.ip()) {
+    // Nameplates are short, so without a limit a client could claim numbers in a loop and
+    // spoil other people's offers (it would still learn nothing: the words are never sent to
+    // the relay). Only wrong codes count: an office behind one address may receive freely.
+    let group = receiver.peer.ip().into();
+    let failures = &shared.gate.claim_failures;
+    let limit = shared.config.max_failed_claims;
+    if failures.count(group) >= limit {
         if refusals.note(Refusal::ClaimRate) {
-            warn!(claims = CLAIMS_PER_WINDOW, window = ?CLAIM_WINDOW, "claim rate limit reached");
+            warn!(client.addr = %receiver.peer, limit, "failed-claim limit reached");
         }
         let msg = format!(
-            "too many codes tried from your address (more than {CLAIMS_PER_WINDOW} a minute); wait a minute"
+            "too many wrong codes from your address ({limit} a minute at most); wait a minute"
         );
         receiver.refuse(ErrorCode::Busy, msg).await;
         return;
     }
     // Refused without being echoed back.
     if !nameplate::is_valid(&nameplate) {
+        failures.record(group);
         if refusals.note(Refusal::BadNameplate) {
             info!("claim with a malformed nameplate");
         }
@@ -346,6 +340,7 @@ pub(super) async fn claim(receiver: Client, nameplate: String, shared: Arc<Share
         return;
     }
     let Some(offer) = shared.offers.take(&nameplate) else {
+        failures.record(group);
         if refusals.note(Refusal::UnknownNameplate) {
             info!(nameplate = %nameplate, "claim for an unknown nameplate");
         }

@@ -11,11 +11,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::Shared;
 use super::handshake::Client;
 use super::leases::Tunnel as Port;
 use super::refusals::Refusal;
 use super::visitor;
+use super::{Shared, admission};
 use crate::codec::CodecError;
 use crate::ending::{Peer, SessionEnd};
 use crate::frame::FramedConn;
@@ -76,18 +76,17 @@ pub(super) async fn run(
     // Cancelled when the session ends for any reason, or when a reconnecting owner of its
     // ports takes them over.
     let session = CancellationToken::new();
-    let Some(ports) = shared
+    let charger = admission::charger(&client, &shared);
+    let granted = shared
         .leases
-        .grant(&shared.ports, &requests, &session)
-        .await
-    else {
-        let range = shared.ports.describe();
-        if shared.refusals.note(Refusal::NoFreePort) {
-            warn!(ports = %range, "no free public port; refusing tunnel");
+        .grant(&shared.ports, &requests, &session, &charger);
+    let ports = match granted.await {
+        Ok(ports) => ports,
+        Err(shortfall) => {
+            return admission::shortfall(shortfall)
+                .answer(client, &shared.refusals)
+                .await;
         }
-        let msg = format!("no free public port in {range}");
-        client.refuse(ErrorCode::NoFreePort, msg).await;
-        return;
     };
     let leasing = !config.lease_ttl.is_zero();
     let session_id = shared.next_id();
@@ -95,7 +94,7 @@ pub(super) async fn run(
         session_id,
         tunnels: ports.iter().map(|p| p.grant(leasing)).collect(),
         public_host: config.public_host.clone(),
-        max_visitors: config.max_visitors_per_tunnel,
+        max_visitors: admission::visitor_cap(config, client.token.as_deref()),
         heartbeat_interval_ms: config.heartbeat_interval_ms(),
         lease_ttl_ms: config.lease_ttl_ms(),
     });
@@ -124,7 +123,11 @@ pub(super) async fn run(
             .to_string();
         info!(client.addr = %client.peer, %token, reclaimed, "session opened");
         let (end, tunnel, ports) = serve(client, ports, &shared, shutdown, session).await;
-        let keep = leasing && !matches!(end, SessionEnd::PeerLeft | SessionEnd::RelayShutdown(_));
+        let keep = leasing
+            && !matches!(
+                end,
+                SessionEnd::PeerLeft | SessionEnd::RelayShutdown(_) | SessionEnd::Revoked(_)
+            );
         shared.leases.release(ports, keep.then_some(lease_ttl));
         let (visitors, bytes) = tunnel.map_or((0, Meter::new().into()), |t| {
             (t.visitors.load(Ordering::Relaxed), t.bytes.clone())
@@ -157,6 +160,9 @@ async fn serve(
     // Ends the session (and resets every visitor) however this function is left.
     let _end_session = session.child_token().drop_guard();
     let session = session.child_token();
+    let cap = admission::visitor_cap(config, client.token.as_deref());
+    let token = client.token.clone();
+    let revoked = shared.gate.access.revoked(token.as_deref());
     let (sock, early) = client.conn.into_parts();
     // The client opens only its control stream; a small queue is plenty.
     let mut mux = mux::start(sock, &early, Role::Acceptor, 4, session.clone());
@@ -184,7 +190,7 @@ async fn serve(
         session: session.clone(),
         answer_timeout: config.handshake_timeout,
     });
-    let cap = config.max_visitors_per_tunnel as usize;
+    let cap = cap as usize;
     let limits: Vec<Arc<Semaphore>> = ports
         .iter()
         .map(|_| Arc::new(Semaphore::new(cap)))
@@ -208,6 +214,7 @@ async fn serve(
         end = reject_extra_streams(&mut mux.inbound) => Err(end),
         () = summarize(&tunnel, &limits, cap) => unreachable!("summaries never end"),
         () = replaced.cancelled() => Ok(SessionEnd::Replaced),
+        () = revoked => Ok(revoke(&mut control, &liveness, token.as_deref()).await),
         r = &mut driver => Err(r.unwrap_or_else(|e| SessionEnd::ConnectionLost(format!("connection task failed: {e}")))),
     };
     let end = match first {
@@ -238,6 +245,20 @@ async fn serve(
     }
     session.cancel();
     (end, Some(tunnel), ports)
+}
+
+/// Tells the client its token is no longer accepted, and why the session ends.
+async fn revoke(
+    control: &mut FramedConn<Substream>,
+    liveness: &Liveness,
+    token: Option<&super::NamedToken>,
+) -> SessionEnd {
+    let reason = super::AccessHandle::revocation_reason(token);
+    let frame = RelayControl::Revoked {
+        reason: reason.clone(),
+    };
+    let _ = tokio::time::timeout(liveness.silence_limit(), control.write_frame(&frame)).await;
+    SessionEnd::Revoked(reason)
 }
 
 /// The session's public ports, for its log span: `8081` or `8081,8082`.

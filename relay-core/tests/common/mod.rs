@@ -121,6 +121,22 @@ impl TestRelay {
         }
     }
 
+    /// Runs an already built relay (for tests that keep a handle on it) on [`WORKERS`]
+    /// worker threads.
+    pub fn adopt(relay: RelayServer) -> TestRelay {
+        let workers = Workers::start(WORKERS);
+        let relay = relay.with_workers(workers.handles.clone());
+        let addr = relay.local_addr().expect("control address");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(relay.run(shutdown.clone()));
+        TestRelay {
+            addr,
+            shutdown,
+            task: Some(task),
+            workers,
+        }
+    }
+
     pub async fn default() -> TestRelay {
         Self::start(RelayConfig::default()).await
     }
@@ -329,4 +345,65 @@ pub async fn visit_apart(addr: SocketAddr, payload: &[u8]) -> Visit {
     };
     let (sent, read) = tokio::join!(send, recv);
     Visit { sent, read }
+}
+
+/// Connects to `addr` from the loopback address `src` (127.0.0.2 is another source address
+/// for the relay's per-address limits), within [`DEADLINE`].
+pub async fn connect_from(src: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(src, 0))?;
+    within("connect", sock.connect(addr)).await
+}
+
+/// Like [`raw_hello`], from source address `src`, answering a token challenge with `token`
+/// when the relay sends one. Returns the relay's real reply (not the challenge).
+pub async fn raw_hello_from(
+    src: std::net::IpAddr,
+    addr: SocketAddr,
+    hello: &relay_core::protocol::Hello,
+    token: Option<&relay_core::auth::Token>,
+) -> (
+    relay_core::frame::FramedConn<TcpStream>,
+    relay_core::protocol::Reply,
+) {
+    use relay_core::protocol::{PREFACE, PREFACE_LEN, Reply};
+    let sock = connect_from(src, addr).await.expect("connect");
+    let mut conn = relay_core::frame::FramedConn::new(sock, 4096);
+    within("hello", conn.write_preface_and_frame(hello))
+        .await
+        .expect("hello");
+    while conn.buffered().len() < PREFACE_LEN {
+        within("preface", conn.fill()).await.expect("preface");
+    }
+    assert_eq!(conn.buffered()[..PREFACE_LEN], PREFACE);
+    conn.consume(PREFACE_LEN);
+    let reply = within("reply", conn.read_frame()).await.expect("reply");
+    let (Reply::Challenge { nonce }, Some(token)) = (&reply, token) else {
+        return (conn, reply);
+    };
+    let frame = relay_core::codec::encode(hello).expect("encode");
+    let body = &frame[relay_core::codec::LEN_PREFIX..];
+    let proof = token.prove(nonce, &relay_core::auth::NO_BINDING, body);
+    within("proof", conn.write_frame(&proof))
+        .await
+        .expect("proof");
+    let reply = within("reply", conn.read_frame()).await.expect("reply");
+    (conn, reply)
+}
+
+/// The loopback address every test client uses by default.
+pub const HOME: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+/// Another loopback source address: another "address" for the relay's per-address limits.
+pub const NEIGHBOUR: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+/// Per-address shares as large as the relay's totals: for tests that reach a relay-wide limit
+/// from one address, where the address's own share must not come first (the shares are tested
+/// in `per_addr.rs`).
+pub fn all_from_one_address() -> relay_core::server::PerAddrLimits {
+    relay_core::server::PerAddrLimits {
+        handshakes: Some(usize::MAX),
+        sessions: Some(usize::MAX),
+        ports: Some(usize::MAX),
+        offers: Some(usize::MAX),
+    }
 }

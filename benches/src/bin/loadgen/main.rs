@@ -4,6 +4,7 @@
 //! `echoserver` and `expose` do. Clients print one line of `key=value` results. Every client is
 //! bounded by a count and a deadline, and refuses any address outside loopback.
 
+mod auth;
 mod bulk;
 mod hold;
 mod probe;
@@ -93,6 +94,28 @@ enum Cmd {
         #[arg(long, default_value_t = 120)]
         hold_seconds: u64,
     },
+    /// Handshakes with a wrong token at a fixed rate (a token-guessing flood), from SOURCES
+    /// loopback addresses (127.1.x.y) in turn; reports how the relay answered.
+    Auth {
+        /// The relay's control port (one that requires a token).
+        #[arg(long, value_parser = loopback)]
+        addr: SocketAddr,
+        /// Attempts per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// How long to keep it up.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Source addresses to spread the attempts over.
+        #[arg(long, default_value_t = 1000)]
+        sources: u32,
+        /// Attempts in flight at once.
+        #[arg(long, default_value_t = 8000)]
+        concurrency: usize,
+        /// Stop after this many attempts even before the time is up.
+        #[arg(long, default_value_t = 100_000)]
+        max_count: u64,
+    },
     /// Bulk transfer for a fixed time over PARALLEL connections to a `serve bench` server.
     Bulk {
         /// Bench server.
@@ -181,6 +204,24 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 count,
                 concurrency.max(1),
                 Duration::from_secs(hold_seconds),
+            )
+            .await
+        }
+        Cmd::Auth {
+            addr,
+            rate,
+            seconds: s,
+            sources,
+            concurrency,
+            max_count,
+        } => {
+            auth::auth(
+                addr,
+                rate,
+                seconds(s)?,
+                sources,
+                concurrency.max(1),
+                max_count,
             )
             .await
         }

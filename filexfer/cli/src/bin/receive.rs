@@ -34,6 +34,10 @@ struct Args {
 
     #[command(flatten)]
     tls: relay_bin::tls::ClientTlsArgs,
+
+    /// Secret the relay requires, if it requires one.
+    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true, value_parser = relay_bin::parse_token)]
+    token: Option<relay_core::auth::Token>,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         let cancel = shutdown_on_signal();
         let connect = relay_core::client::ConnectConfig {
             tls: args.tls.client_tls().map_err(filexfer::Error::from_relay)?,
+            token: args.token.clone(),
             ..Default::default()
         };
         let received = receive_with(

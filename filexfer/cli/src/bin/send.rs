@@ -33,6 +33,10 @@ struct Args {
 
     #[command(flatten)]
     tls: relay_bin::tls::ClientTlsArgs,
+
+    /// Secret the relay requires, if it requires one.
+    #[arg(long, env = "RELAY_TOKEN", hide_env_values = true, value_parser = relay_bin::parse_token)]
+    token: Option<relay_core::auth::Token>,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,7 @@ async fn run(args: &Args, progress: &StderrProgress) -> filexfer::Result<()> {
     let source = Source::open(&args.file)?;
     let connect = relay_core::client::ConnectConfig {
         tls: args.tls.client_tls().map_err(filexfer::Error::from_relay)?,
+        token: args.token.clone(),
         ..Default::default()
     };
     let offered = tokio::select! {
