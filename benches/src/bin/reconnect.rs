@@ -59,7 +59,7 @@ fn until_echoes(public: &str) -> Duration {
 
 fn restarts(trials: usize, down: Duration) {
     let control = format!("127.0.0.1:{}", free_port());
-    let mut relay = Relay::start_at(&control, &[], &[("RUST_LOG", "warn")]);
+    let mut relay = Relay::start_at(&control, &[], &[]);
     let port = relay.port().to_string();
     let mut echo = Proc::spawn_with("echoserver", &["127.0.0.1", &port], &[("RUST_LOG", "warn")]);
     let public = echo.first_line();
@@ -69,7 +69,7 @@ fn restarts(trials: usize, down: Duration) {
         relay.proc.kill();
         // The outage itself, not a wait for anything.
         std::thread::sleep(down);
-        relay = Relay::start_at(&control, &[], &[("RUST_LOG", "warn")]);
+        relay = Relay::start_at(&control, &[], &[]);
         took.push(until_echoes(&public));
     }
     took.sort();
@@ -87,7 +87,7 @@ fn restarts(trials: usize, down: Duration) {
 }
 
 fn outage(length: Duration, rate: u32) {
-    let relay = Relay::start_with(&[], &[("RUST_LOG", "warn")]);
+    let relay = Relay::start(&[]);
     let forwarder = Forwarder::start(relay.addr);
     let via = forwarder.addr.port().to_string();
     let mut echo = Proc::spawn_with("echoserver", &["127.0.0.1", &via], &[("RUST_LOG", "warn")]);
@@ -136,7 +136,7 @@ fn footprint(relay: &Relay) -> (u64, usize) {
 }
 
 fn storms(clients: usize, storms: usize) {
-    let relay = Relay::start_with(&[], &[("RUST_LOG", "warn")]);
+    let relay = Relay::start(&[]);
     let forwarder = Forwarder::start(relay.addr);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let config = TunnelConfig {
