@@ -16,6 +16,7 @@ mod access;
 mod config;
 mod handshake;
 mod leases;
+mod metrics;
 mod ports;
 mod refusals;
 mod rendezvous;
@@ -37,6 +38,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use access::{Access, NamedToken};
 pub use config::*;
+pub use metrics::RelayMetrics;
 
 use crate::error::{Error, Result};
 use crate::frame::FramedConn;
@@ -44,6 +46,7 @@ use crate::net::tune_session_socket;
 use crate::protocol::{ErrorCode, Hello};
 use handshake::{AuthFailure, Client, Rejection, answer_rejection, read_hello, refuse};
 use leases::Leases;
+use metrics::Metrics;
 use ports::PortPool;
 use refusals::{REFUSAL_WINDOW, Refusal, Refusals};
 use rendezvous::Offers;
@@ -76,6 +79,7 @@ struct Shared {
     transfers: Arc<Semaphore>,
     offers: Offers,
     refusals: Refusals,
+    metrics: Arc<Metrics>,
     next_id: AtomicU64,
     tasks: TaskTracker,
     /// Cancelled when the drain deadline has passed: whatever still runs is cut (reset).
@@ -95,13 +99,15 @@ impl RelayServer {
         let local = listener.local_addr()?;
         let (config, port_range) = config.validate(local.port()).map_err(Error::Config)?;
         let ports = PortPool::new(local.ip(), port_range);
+        let metrics = Arc::new(Metrics::new());
         let shared = Shared {
             ports,
-            leases: Arc::default(),
+            leases: Arc::new(Leases::counting_expiries(metrics.leases_expired.clone())),
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
             transfers: Arc::new(Semaphore::new(config.max_transfers)),
             offers: Offers::new(),
-            refusals: Refusals::default(),
+            refusals: Refusals::counting_into(metrics.refusals.clone()),
+            metrics,
             next_id: AtomicU64::new(1),
             tasks: TaskTracker::new(),
             hard_stop: CancellationToken::new(),
@@ -131,6 +137,11 @@ impl RelayServer {
         self.listener.local_addr()
     }
 
+    /// The relay's metrics and health, to serve while it runs (and drains).
+    pub fn metrics(&self) -> RelayMetrics {
+        RelayMetrics(self.shared.metrics.clone())
+    }
+
     /// The public ports this relay hands out.
     pub fn public_ports(&self) -> RangeInclusive<u16> {
         self.shared.ports.range()
@@ -144,6 +155,7 @@ impl RelayServer {
         let busy_answers = Arc::new(Semaphore::new(MAX_BUSY_ANSWERS));
         let mut summaries = tokio::time::interval(REFUSAL_WINDOW);
         let mut next_worker = 0;
+        self.shared.metrics.set_accepting();
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -190,6 +202,7 @@ impl RelayServer {
             };
             self.shared.tasks.spawn_on(conn.instrument(span), worker);
         }
+        self.shared.metrics.set_draining();
         drop(self.listener);
         // A stopping relay keeps nothing for anyone: leased ports close with it.
         self.shared.leases.clear();
@@ -255,10 +268,12 @@ async fn handle_connection(
     };
     let (hello, hello_bytes) = match hello {
         Err(_) => {
+            shared.metrics.handshake_failed("timeout");
             debug!(timeout = ?config.handshake_timeout, "handshake timed out; closing");
             return;
         }
         Ok(Err(rejection)) => {
+            shared.metrics.hello_rejected(&rejection);
             log_rejection(&rejection);
             let _ = tokio::time::timeout(
                 config.handshake_timeout,

@@ -156,7 +156,7 @@ pub(super) async fn offer(mut sender: Client, shared: Arc<Shared>, shutdown: Can
     async {
         info!("offer registered");
         let mut claim_rx = claim_rx;
-        let meter = Meter::new();
+        let meter = shared.metrics.transfer_meter();
         let outcome = transfer(sender.conn, &mut claim_rx, &shared, &shutdown, &meter).await;
         // A receiver may have been handed over just as the offer ended: answer it too.
         claim_rx.close();
@@ -247,6 +247,7 @@ async fn transfer(
             "a peer left as the transfer started: {e}"
         )));
     }
+    let _running = shared.metrics.transfer_started();
     meter.record(sender_early.len() as u64, receiver_early.len() as u64);
     debug!(early_bytes = sender_early.len(), "paired; splicing");
     let result = tokio::select! {
@@ -270,6 +271,7 @@ async fn wait_for_receiver(
     shutdown: &CancellationToken,
 ) -> Result<Claimant, SessionEnd> {
     let config = &shared.config;
+    let _waiting = shared.metrics.offer_waiting();
     let mut liveness = Liveness::new(config.heartbeat_interval);
     let expiry = tokio::time::sleep(config.offer_ttl);
     tokio::pin!(expiry);

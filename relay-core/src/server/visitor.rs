@@ -29,6 +29,7 @@ pub(super) async fn serve(
     _permit: OwnedSemaphorePermit,
 ) {
     tune_data_socket(&tcp);
+    let _open = tunnel.counted.opened();
     // `a_to_b`: from the visitor to the client. The session's totals move along.
     let meter = Meter::with_parent(tunnel.bytes.clone());
     let result = tokio::select! {
