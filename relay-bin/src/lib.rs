@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod local;
+pub mod metrics_http;
 pub mod visitors;
 use tracing_subscriber::EnvFilter;
 

@@ -84,6 +84,11 @@ struct Args {
     /// relay is open to anyone].
     #[arg(long, env = "RELAY_TOKEN", hide_env_values = true, value_parser = relay_bin::parse_token)]
     token: Option<relay_core::auth::Token>,
+
+    /// Serve Prometheus metrics at /metrics and a health check at /healthz (200 while
+    /// accepting, 503 while draining) on PORT, HOST:PORT or [V6]:PORT [default: off].
+    #[arg(long, env = "RELAY_METRICS", value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -142,7 +147,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "the open-file limit caps visitors and sessions at about this many; raise it with `ulimit -n`"
         );
     }
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    if let Some(addr) = &args.metrics {
+        let listener = bind_control(addr).await.context("cannot serve --metrics")?;
+        tracing::info!(metrics = %listener.local_addr()?, "metrics listening");
+        let serving =
+            relay_bin::metrics_http::serve(listener, relay.metrics(), stop_metrics.clone());
+        tokio::spawn(serving);
+    }
     let shutdown = shutdown_on_signal();
+    // The metrics keep being served through the drain: `/healthz` answers 503 meanwhile.
+    let _stop_metrics = stop_metrics.drop_guard();
     relay.run(shutdown).await?;
     drop(workers);
     tracing::info!("relay stopped");
