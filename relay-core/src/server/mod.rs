@@ -13,6 +13,7 @@
 //! ```
 
 mod access;
+mod budget;
 mod config;
 mod handshake;
 mod leases;
@@ -37,6 +38,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use access::{Access, NamedToken};
+pub use budget::Budget;
 pub use config::*;
 pub use metrics::RelayMetrics;
 

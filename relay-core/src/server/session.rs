@@ -164,6 +164,7 @@ async fn serve(
     let _end_session = session.child_token().drop_guard();
     let session = session.child_token();
     let (sock, early) = client.conn.into_parts();
+    super::budget::tune_session_socket(&sock);
     // The client opens only its control stream; a small queue is plenty.
     let mut mux = mux::start(sock, &early, Role::Acceptor, 4, session.clone());
     let driver = mux.driver;
