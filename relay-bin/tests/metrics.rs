@@ -47,7 +47,12 @@ fn series(body: &str, name: &str) -> u64 {
 #[test]
 fn healthz_is_200_while_accepting_and_503_from_the_start_of_the_drain() {
     let (mut relay, metrics) = relay_with_metrics(&["--drain-timeout", "20s"]);
-    assert_eq!(get(metrics, "/healthz"), (200, "ok\n".to_string()));
+    // The metrics port opens just before the relay starts accepting.
+    let end = Instant::now() + DEADLINE;
+    while get(metrics, "/healthz") != (200, "ok\n".to_string()) {
+        assert!(Instant::now() < end, "/healthz never turned 200");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (status, body) = get(metrics, "/metrics");
     assert_eq!(status, 200);
     assert!(body.contains("relay_build_info{version=\""), "{body}");

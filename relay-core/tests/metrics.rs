@@ -11,18 +11,24 @@ use relay_core::server::RelayMetrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The value of one series (`name{labels}`, exactly as exposed); fails the test if absent.
-fn value(metrics: &RelayMetrics, series: &str) -> u64 {
-    let text = metrics.encode();
-    text.lines()
+/// The value of one series (`name{labels}`, exactly as exposed), if it is there.
+fn read(metrics: &RelayMetrics, series: &str) -> Option<u64> {
+    metrics
+        .encode()
+        .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }
 
-/// Waits until `series` reads `want` (gauges settle when tasks end, just after the bytes did).
+/// The value of one series; fails the test if absent.
+fn value(metrics: &RelayMetrics, series: &str) -> u64 {
+    read(metrics, series).unwrap_or_else(|| panic!("no {series} in:\n{}", metrics.encode()))
+}
+
+/// Waits until `series` reads `want`: the relay counts a session just after its welcome, a
+/// visitor's bytes just after writing them, and a task's end just after it ended.
 async fn until(metrics: &RelayMetrics, series: &str, want: u64) {
     let waited = tokio::time::timeout(DEADLINE, async {
-        while value(metrics, series) != want {
+        while read(metrics, series) != Some(want) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -50,7 +56,7 @@ async fn known_traffic_shows_the_right_counts() {
     let listener = relay.tunnel().await;
     let addr = public(&listener);
     let client = serve_echo(listener, b"hi".to_vec());
-    assert_eq!(value(m, r#"relay_sessions_open{token="-"}"#), 1);
+    until(m, r#"relay_sessions_open{token="-"}"#, 1).await;
     assert_eq!(value(m, r#"relay_tunnels_open{token="-"}"#), 1);
 
     for (i, len) in [1000, 2000, 3000].into_iter().enumerate() {
