@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod expose_config;
 pub mod local;
+pub mod metrics_http;
 pub mod proxy_header;
 pub mod tls;
 pub mod tokens;

@@ -116,6 +116,11 @@ struct Args {
     /// Wrong transfer codes one address may try per minute; successful claims never count.
     #[arg(long, env = "RELAY_MAX_FAILED_CLAIMS", default_value_t = server::DEFAULT_MAX_FAILED_CLAIMS)]
     max_failed_claims: u32,
+
+    /// Serve Prometheus metrics at /metrics and a health check at /healthz (200 while
+    /// accepting, 503 while draining) on PORT, HOST:PORT or [V6]:PORT [default: off].
+    #[arg(long, env = "RELAY_METRICS", value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -203,7 +208,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         relay_bin::tokens::reload_on_hangup(path, relay.access_handle())
             .context("cannot watch for SIGHUP")?;
     }
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    if let Some(addr) = &args.metrics {
+        let listener = bind_control(addr).await.context("cannot serve --metrics")?;
+        tracing::info!(metrics = %listener.local_addr()?, "metrics listening");
+        let serving =
+            relay_bin::metrics_http::serve(listener, relay.metrics(), stop_metrics.clone());
+        tokio::spawn(serving);
+    }
     let shutdown = shutdown_on_signal();
+    // The metrics keep being served through the drain: `/healthz` answers 503 meanwhile.
+    let _stop_metrics = stop_metrics.drop_guard();
     relay.run(shutdown).await?;
     drop(workers);
     tracing::info!("relay stopped");

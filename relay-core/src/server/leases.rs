@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -70,9 +71,19 @@ pub(super) struct Leases {
     entries: Mutex<HashMap<u16, Entry>>,
     /// Signalled whenever an entry becomes `Leased`.
     released: Notify,
+    /// Leases that ran out, for the relay's metrics.
+    expired: Counter,
 }
 
 impl Leases {
+    /// A registry that counts its expired leases into `expired`.
+    pub(super) fn counting_expiries(expired: Counter) -> Self {
+        Leases {
+            expired,
+            ..Self::default()
+        }
+    }
+
     /// Grants one port per request, reclaiming leased ports whose secret is presented. Ports
     /// of a session still thought alive are taken over from it. `session` is what ends this
     /// session if its own ports are later taken over. New ports come from the ports `charger`
@@ -219,6 +230,7 @@ impl Leases {
         let mut entries = self.lock();
         if matches!(entries.get(&port), Some(Entry::Leased { expires: e, .. }) if *e == expires) {
             entries.remove(&port);
+            self.expired.inc();
             info!(port, "lease expired; port freed");
         }
     }

@@ -14,10 +14,12 @@
 
 mod access;
 mod admission;
+mod budget;
 mod charge;
 mod config;
 mod handshake;
 mod leases;
+mod metrics;
 mod opening;
 mod per_addr;
 mod ports;
@@ -43,7 +45,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use access::{Access, AccessHandle, NamedToken, Scope};
 pub use admission::{FAILURE_WINDOW, MAX_AUTH_PENALTY};
+pub use budget::Budget;
 pub use config::*;
+pub use metrics::RelayMetrics;
 pub use per_addr::{AddrGroup, PerAddrLimits, default_share};
 
 use crate::error::{Error, Result};
@@ -53,6 +57,7 @@ use crate::protocol::Hello;
 use admission::{Gate, HandshakeTicket, Refused};
 use handshake::{Client, Rejection, answer_rejection, read_hello, refuse};
 use leases::Leases;
+use metrics::Metrics;
 use ports::PortPool;
 use refusals::{REFUSAL_WINDOW, Refusals};
 use rendezvous::Offers;
@@ -87,6 +92,7 @@ struct Shared {
     /// Tokens, per-address shares, failure counts.
     gate: Gate,
     refusals: Refusals,
+    metrics: Arc<Metrics>,
     next_id: AtomicU64,
     tasks: TaskTracker,
     /// Cancelled when the drain deadline has passed: whatever still runs is cut (reset).
@@ -108,14 +114,16 @@ impl RelayServer {
         let pool_len = port_range.len();
         let ports = PortPool::new(local.ip(), port_range);
         let limits = config.per_addr_limits(pool_len).map_err(Error::Config)?;
+        let metrics = Arc::new(Metrics::new());
         let shared = Shared {
             gate: Gate::new(&config, limits),
             ports,
-            leases: Arc::default(),
+            leases: Arc::new(Leases::counting_expiries(metrics.leases_expired.clone())),
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
             transfers: Arc::new(Semaphore::new(config.max_transfers)),
             offers: Offers::new(),
-            refusals: Refusals::default(),
+            refusals: Refusals::counting_into(metrics.refusals.clone()),
+            metrics,
             next_id: AtomicU64::new(1),
             tasks: TaskTracker::new(),
             hard_stop: CancellationToken::new(),
@@ -150,6 +158,11 @@ impl RelayServer {
         self.shared.gate.access.clone()
     }
 
+    /// The relay's metrics and health, to serve while it runs (and drains).
+    pub fn metrics(&self) -> RelayMetrics {
+        RelayMetrics(self.shared.metrics.clone())
+    }
+
     /// The public ports this relay hands out.
     pub fn public_ports(&self) -> RangeInclusive<u16> {
         self.shared.ports.range()
@@ -163,6 +176,7 @@ impl RelayServer {
         let busy_answers = Arc::new(Semaphore::new(MAX_BUSY_ANSWERS));
         let mut summaries = tokio::time::interval(REFUSAL_WINDOW);
         let mut next_worker = 0;
+        self.shared.metrics.set_accepting();
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -214,6 +228,7 @@ impl RelayServer {
             };
             self.shared.tasks.spawn_on(conn.instrument(span), worker);
         }
+        self.shared.metrics.set_draining();
         drop(self.listener);
         // A stopping relay keeps nothing for anyone: leased ports close with it.
         self.shared.leases.clear();
@@ -296,10 +311,12 @@ async fn handle_connection(
     };
     let (hello, hello_bytes) = match hello {
         Err(_) => {
+            shared.metrics.handshake_failed("timeout");
             debug!(timeout = ?config.handshake_timeout, "handshake timed out; closing");
             return;
         }
         Ok(Err(rejection)) => {
+            shared.metrics.hello_rejected(&rejection);
             log_rejection(&rejection);
             let _ = tokio::time::timeout(
                 config.handshake_timeout,

@@ -10,6 +10,8 @@ use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tracing::info;
 
 /// How often the counts are summed up in the log.
@@ -105,12 +107,28 @@ pub(super) struct Refusals {
     counts: [AtomicU64; Refusal::ALL.len()],
     /// Serialises summaries, so two threads never log the same window twice.
     summary: Mutex<()>,
+    /// Totals since the start, by label, for the relay's metrics.
+    totals: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
 impl Refusals {
+    /// Refusals that also count into `totals` (every kind listed from the start, at zero).
+    pub(super) fn counting_into(
+        totals: Family<[(&'static str, &'static str); 1], Counter>,
+    ) -> Self {
+        for what in Refusal::ALL {
+            let _ = totals.get_or_create(&[("reason", what.label())]);
+        }
+        Refusals {
+            totals,
+            ..Self::default()
+        }
+    }
+
     /// Counts a refusal; true for the first of its kind in this window, which the caller logs
     /// with its details.
     pub(super) fn note(&self, what: Refusal) -> bool {
+        self.totals.get_or_create(&[("reason", what.label())]).inc();
         self.counts[what as usize].fetch_add(1, Ordering::Relaxed) == 0
     }
 

@@ -60,7 +60,11 @@ impl Offers {
     /// Takes the offer out of the registry: a nameplate serves one pairing attempt only.
     fn take(&self, nameplate: &str) -> Option<oneshot::Sender<Claimant>> {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        waiting.remove(nameplate).map(|(_, tx)| tx)
+        // An offer whose task has stopped waiting (its sender gone) is as good as withdrawn.
+        waiting
+            .remove(nameplate)
+            .map(|(_, tx)| tx)
+            .filter(|tx| !tx.is_closed())
     }
 
     /// Removes the offer if it is still the one registered as `id`.
@@ -126,7 +130,7 @@ pub(super) async fn offer(mut sender: Client, shared: Arc<Shared>, shutdown: Can
     async {
         info!("offer registered");
         let mut claim_rx = claim_rx;
-        let meter = Meter::new();
+        let meter = shared.metrics.transfer_meter();
         let token = sender.token.as_deref();
         let outcome = transfer(
             sender.conn,
@@ -183,9 +187,11 @@ async fn transfer(
     shutdown: &CancellationToken,
     meter: &Meter,
 ) -> Result<(), Ended> {
-    let receiver = wait_for_receiver(&mut sender, token, claim, shared, shutdown)
-        .await
-        .map_err(Ended::Waiting)?;
+    let waited = wait_for_receiver(&mut sender, token, claim, shared, shutdown).await;
+    // Out of the registry before the sender's connection closes: a claim that comes once the
+    // sender is seen gone must find no offer, not a dead one.
+    claim.close();
+    let receiver = waited.map_err(Ended::Waiting)?;
     let mut receiver = Client::adopt(receiver)
         .map_err(|e| Ended::Transfer(format!("cannot adopt the receiver's connection: {e}")))?;
     info!(receiver.addr = %receiver.peer, "offer claimed");
@@ -227,6 +233,7 @@ async fn transfer(
             "a peer left as the transfer started: {e}"
         )));
     }
+    let _running = shared.metrics.transfer_started();
     meter.record(sender_early.len() as u64, receiver_early.len() as u64);
     debug!(early_bytes = sender_early.len(), "paired; splicing");
     let result = tokio::select! {
@@ -251,6 +258,7 @@ async fn wait_for_receiver(
     shutdown: &CancellationToken,
 ) -> Result<Claimant, SessionEnd> {
     let config = &shared.config;
+    let _waiting = shared.metrics.offer_waiting();
     let mut liveness = Liveness::new(config.heartbeat_interval);
     let expiry = tokio::time::sleep(config.offer_ttl);
     tokio::pin!(expiry);

@@ -13,6 +13,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::handshake::Client;
 use super::leases::Tunnel as Port;
+use super::metrics::{SessionMetrics, VisitorMetrics};
 use super::refusals::Refusal;
 use super::visitor;
 use super::{Shared, admission};
@@ -40,6 +41,7 @@ pub(super) struct Tunnel {
     /// Visitors so far, and their bytes as they move (`a_to_b`: from visitors to the client).
     pub(super) visitors: AtomicU64,
     pub(super) bytes: Arc<Meter>,
+    pub(super) counted: VisitorMetrics,
     /// Cancelled when the session ends; every visitor is then reset.
     pub(super) session: CancellationToken,
     /// How long the client may take to answer a new visitor.
@@ -122,7 +124,10 @@ pub(super) async fn run(
             .map_or("-", |t| t.name.as_str())
             .to_string();
         info!(client.addr = %client.peer, %token, reclaimed, "session opened");
-        let (end, tunnel, ports) = serve(client, ports, &shared, shutdown, session).await;
+        let named = client.token.as_ref().map(|t| t.name.as_str());
+        let counted = shared.metrics.session_opened(named, ports.len(), reclaimed);
+        let (end, tunnel, ports) = serve(client, ports, &shared, shutdown, session, &counted).await;
+        shared.metrics.session_ended(end.label());
         let keep = leasing
             && !matches!(
                 end,
@@ -154,6 +159,7 @@ async fn serve(
     shared: &Arc<Shared>,
     relay_shutdown: CancellationToken,
     session: CancellationToken,
+    counted: &SessionMetrics,
 ) -> (SessionEnd, Option<Arc<Tunnel>>, Vec<Port>) {
     let config = &shared.config;
     let replaced = session.clone();
@@ -164,6 +170,7 @@ async fn serve(
     let token = client.token.clone();
     let revoked = shared.gate.access.revoked(token.as_deref());
     let (sock, early) = client.conn.into_parts();
+    super::budget::tune_session_socket(sock.tcp());
     // The client opens only its control stream; a small queue is plenty.
     let mut mux = mux::start(sock, &early, Role::Acceptor, 4, session.clone());
     let driver = mux.driver;
@@ -186,7 +193,8 @@ async fn serve(
     let tunnel = Arc::new(Tunnel {
         mux: mux.handle.clone(),
         visitors: AtomicU64::new(0),
-        bytes: Arc::new(Meter::new()),
+        bytes: Arc::new(Meter::with_parent(counted.bytes.clone())),
+        counted: counted.visitors.clone(),
         session: session.clone(),
         answer_timeout: config.handshake_timeout,
     });

@@ -12,11 +12,12 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
+use super::budget::tune_visitor_socket;
 use super::session::Tunnel;
 use crate::codec::{self, CodecError};
 use crate::frame::FrameReader;
 use crate::mux::{MuxHandle, Substream};
-use crate::net::{reset_on_close, tune_data_socket};
+use crate::net::reset_on_close;
 use crate::protocol::{MAX_FRAME_LEN, VisitorHeader, VisitorReply};
 use crate::splice::{Meter, splice};
 
@@ -28,7 +29,8 @@ pub(super) async fn serve(
     tunnel: Arc<Tunnel>,
     _permit: OwnedSemaphorePermit,
 ) {
-    tune_data_socket(&tcp);
+    tune_visitor_socket(&tcp);
+    let _open = tunnel.counted.opened();
     let relay_addr = tcp.local_addr().map_or(peer_addr, crate::net::canonical);
     // `a_to_b`: from the visitor to the client. The session's totals move along.
     let meter = Meter::with_parent(tunnel.bytes.clone());

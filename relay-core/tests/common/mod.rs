@@ -86,6 +86,7 @@ pub struct TestRelay {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub task: Option<tokio::task::JoinHandle<relay_core::Result<()>>>,
+    pub metrics: relay_core::server::RelayMetrics,
     /// Declared last, so it is dropped after the relay's shutdown has been signalled.
     workers: Workers,
 }
@@ -111,12 +112,14 @@ impl TestRelay {
             .expect("relay config")
             .with_workers(workers.handles.clone());
         let addr = relay.local_addr().expect("control address");
+        let metrics = relay.metrics();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(relay.run(shutdown.clone()));
         TestRelay {
             addr,
             shutdown,
             task: Some(task),
+            metrics,
             workers,
         }
     }
@@ -127,12 +130,14 @@ impl TestRelay {
         let workers = Workers::start(WORKERS);
         let relay = relay.with_workers(workers.handles.clone());
         let addr = relay.local_addr().expect("control address");
+        let metrics = relay.metrics();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(relay.run(shutdown.clone()));
         TestRelay {
             addr,
             shutdown,
             task: Some(task),
+            metrics,
             workers,
         }
     }

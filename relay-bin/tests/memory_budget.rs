@@ -1,0 +1,134 @@
+//! A tunnel client whose visitors never read, pushing as fast as the windows allow: the real
+//! `relay` must hold no more than its documented budget, kernel socket buffers included.
+//!
+//! Kernel TCP memory is read from `/proc/net/sockstat`, which counts every TCP socket of the
+//! host (this test's visitors too, so they ask for tiny receive buffers); the relay's own
+//! memory is its resident set.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use relay_core::server::Budget;
+use relay_core::{TunnelConfig, TunnelListener};
+use relay_test_support::{DEADLINE, Relay};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpSocket;
+
+/// Visitors that never read.
+const VISITORS: usize = 64;
+
+/// What the test's own visitors may hold: each asks for a 4 KiB receive buffer (the kernel
+/// doubles it and rounds up), plus some room for sockets elsewhere on the host.
+const SLACK: usize = VISITORS * 16 * 1024 + 4 * 1024 * 1024;
+
+fn tcp_mem_bytes() -> usize {
+    let stat = std::fs::read_to_string("/proc/net/sockstat").expect("read /proc/net/sockstat");
+    let pages: usize = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("TCP: "))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "mem").nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no TCP mem in {stat}"));
+    pages * 4096
+}
+
+fn rss_bytes(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("relay status");
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// One series from `/metrics`, over plain HTTP.
+async fn scrape(metrics: SocketAddr, series: &str) -> u64 {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(metrics)
+        .await
+        .expect("metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        .await
+        .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.expect("response");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_that_never_read_stay_within_the_budget() {
+    let relay = Relay::start(&["--metrics", "127.0.0.1:0"]);
+    let log = relay.proc.wait_stderr("metrics listening", DEADLINE);
+    let metrics: SocketAddr = log
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("metrics="))
+        .and_then(|a| a.parse().ok())
+        .expect("metrics address");
+    let (kernel_before, rss_before) = (tcp_mem_bytes(), rss_bytes(relay.proc.id()));
+
+    // The client: every visitor gets an endless stream of bytes.
+    let config = TunnelConfig {
+        reconnect: relay_core::client::Reconnect::never(),
+        ..TunnelConfig::default()
+    };
+    let listener = TunnelListener::connect(&relay.host_port(), config)
+        .await
+        .expect("tunnel");
+    let public = SocketAddr::from(([127, 0, 0, 1], listener.public_addr().port));
+    let client = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![0x5a_u8; 64 * 1024];
+                while stream.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+
+    let mut visitors = Vec::new();
+    for _ in 0..VISITORS {
+        let sock = TcpSocket::new_v4().expect("socket");
+        sock.set_recv_buffer_size(4096).expect("rcvbuf");
+        visitors.push(sock.connect(public).await.expect("visitor"));
+    }
+
+    // Pushed as far as the windows allow: the bytes written to visitors stop growing.
+    let moved = r#"relay_tunnel_bytes_total{direction="client_to_visitor",token="-"}"#;
+    let end = Instant::now() + DEADLINE;
+    let (mut last, mut steady) = (0, 0);
+    while steady < 5 {
+        assert!(Instant::now() < end, "the push never stalled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = scrape(metrics, moved).await;
+        steady = if now == last { steady + 1 } else { 0 };
+        last = now;
+    }
+    let open = r#"relay_visitors_open{token="-"}"#;
+    assert_eq!(scrape(metrics, open).await, VISITORS as u64);
+
+    let kernel = tcp_mem_bytes().saturating_sub(kernel_before);
+    let rss = rss_bytes(relay.proc.id()).saturating_sub(rss_before);
+    let budget = Budget::new(relay_core::server::DEFAULT_MAX_VISITORS_PER_TUNNEL);
+    let allowed = budget.per_session_with(VISITORS) + SLACK;
+    println!(
+        "{VISITORS} stalled visitors ({last} bytes delivered): kernel TCP +{} KiB, relay RSS +{} KiB, \
+         {} KiB per visitor; budget {} KiB",
+        kernel / 1024,
+        rss / 1024,
+        (kernel + rss) / VISITORS / 1024,
+        allowed / 1024
+    );
+    assert!(
+        kernel + rss <= allowed,
+        "kernel +{kernel} and RSS +{rss} bytes exceed the budget of {allowed}"
+    );
+    assert!(
+        kernel <= VISITORS * budget.visitor_kernel + SLACK,
+        "kernel TCP memory +{kernel} bytes exceeds {VISITORS} x {}",
+        budget.visitor_kernel
+    );
+    drop(visitors);
+    client.abort();
+}

@@ -1,0 +1,123 @@
+//! What a client can make the relay hold, kernel socket buffers included, and the socket
+//! options that bound it.
+//!
+//! Left to itself the kernel grows a socket's send buffer up to `net.ipv4.tcp_wmem` (4 MiB by
+//! default) whenever its peer stops reading. One tunnel client whose own visitors never read
+//! thereby pinned about 4 MiB of kernel memory per visitor, and 277 visitors took the host to
+//! 99% of `tcp_mem`, which hurts every connection on the machine, not only the relay's. So the
+//! relay fixes the buffers of public visitor sockets, keeps unsent bytes short on every socket
+//! it writes to, and stops reading from a substream whose visitor does not drain (the splice
+//! keeps at most [`CHUNK`] per direction, and yamux stops the client once the stream's window
+//! is used up).
+//!
+//! [`Budget`] adds it all up; the README's "Production notes → Memory" shows the figures.
+
+use socket2::SockRef;
+use tokio::net::TcpStream;
+
+use crate::mux::{STREAM_WINDOW, WINDOW_GROWTH_POOL};
+use crate::net::tune_data_socket;
+use crate::protocol::{MAX_TUNNELS_PER_SESSION, MUX_MAX_STREAMS};
+use crate::splice::CHUNK;
+
+/// `SO_SNDBUF` of a public visitor socket. The kernel doubles it for its own bookkeeping, so
+/// a visitor that stops reading pins at most twice this much. It also caps one visitor's
+/// download at about this much per round trip (256 KiB: 20 Mbit/s at 100 ms, 200 Mbit/s at
+/// 10 ms); on loopback and LANs that is not the limit (see the README's figures).
+pub const VISITOR_SEND_BUFFER: usize = 256 * 1024;
+
+/// `SO_RCVBUF` of a public visitor socket: what a visitor can park in the relay's kernel while
+/// the tunnel client does not read (doubled by the kernel, as above), and one visitor's
+/// upload per round trip.
+pub const VISITOR_RECV_BUFFER: usize = 256 * 1024;
+
+/// `TCP_NOTSENT_LOWAT` of every socket the relay writes to: once this many bytes wait unsent,
+/// the socket stops taking more. A peer that stops reading closes its window, so everything
+/// queued for it is unsent: this keeps such a socket's send queue at about this much plus one
+/// write, instead of the whole send buffer, without limiting what may be in flight to a peer
+/// that does read (so it costs no throughput on long paths).
+pub const NOTSENT_LOWAT: u32 = 128 * 1024;
+
+/// Options for an accepted public visitor socket: no Nagle delay, fixed buffers, a short
+/// unsent queue. Failures are ignored: they cost memory bounds, not correctness.
+pub(super) fn tune_visitor_socket(tcp: &TcpStream) {
+    tune_data_socket(tcp);
+    let sock = SockRef::from(tcp);
+    let _ = sock.set_send_buffer_size(VISITOR_SEND_BUFFER);
+    let _ = sock.set_recv_buffer_size(VISITOR_RECV_BUFFER);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = sock.set_tcp_notsent_lowat(NOTSENT_LOWAT);
+}
+
+/// Options for a session's socket on the relay: a short unsent queue, so a client that stops
+/// reading pins [`NOTSENT_LOWAT`] there, not the kernel's 4 MiB. Its buffers stay auto-tuned:
+/// every visitor of the session shares them.
+pub(super) fn tune_session_socket(tcp: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = SockRef::from(tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT);
+}
+
+/// Worst cases in bytes, from the constants above and the multiplexer's windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Kernel memory one visitor can pin: both buffers full (the kernel charges twice the
+    /// configured size, overheads included).
+    pub visitor_kernel: usize,
+    /// Relay memory one visitor can pin: its substream's receive window full of bytes for a
+    /// visitor that does not read, the send credit it was given queued towards a client that
+    /// does not read, and a splice backlog each way.
+    pub visitor_user: usize,
+    /// Per session on top of its visitors: the multiplexer's shared window pool, the session
+    /// socket's unsent queue and its receive buffer's usual ceiling (the relay drains it at
+    /// once; it fills only while the relay itself is starved of CPU).
+    pub session_fixed: usize,
+    /// Visitors one session can have at once (its tunnels' caps, and the multiplexer's
+    /// stream limit).
+    pub visitors_per_session: usize,
+}
+
+impl Budget {
+    /// The budget of a relay whose tunnels take at most `max_visitors_per_tunnel` visitors.
+    pub fn new(max_visitors_per_tunnel: u32) -> Budget {
+        let per_tunnel = max_visitors_per_tunnel as usize;
+        Budget {
+            visitor_kernel: 2 * (VISITOR_SEND_BUFFER + VISITOR_RECV_BUFFER),
+            visitor_user: 2 * STREAM_WINDOW + 2 * CHUNK,
+            session_fixed: WINDOW_GROWTH_POOL + 2 * NOTSENT_LOWAT as usize + SESSION_RECV_TYPICAL,
+            visitors_per_session: (per_tunnel * MAX_TUNNELS_PER_SESSION).min(MUX_MAX_STREAMS),
+        }
+    }
+
+    /// Everything one visitor can pin, kernel and relay.
+    pub fn per_visitor(&self) -> usize {
+        self.visitor_kernel + self.visitor_user
+    }
+
+    /// Everything one session (one client) can pin with `visitors` visitors.
+    pub fn per_session_with(&self, visitors: usize) -> usize {
+        self.session_fixed + visitors * self.per_visitor()
+    }
+
+    /// Everything one session can pin with as many visitors as it may have.
+    pub fn per_session(&self) -> usize {
+        self.per_session_with(self.visitors_per_session)
+    }
+}
+
+/// A session socket's receive buffer as the kernel sizes it by default (`tcp_rmem[1]`).
+const SESSION_RECV_TYPICAL: usize = 128 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_the_readme_quotes() {
+        let b = Budget::new(crate::protocol::MAX_VISITORS_PER_TUNNEL);
+        assert_eq!(b.visitor_kernel, 1024 * 1024);
+        assert_eq!(b.visitor_user, 640 * 1024);
+        assert_eq!(b.per_visitor(), 1664 * 1024);
+        assert_eq!(b.visitors_per_session, MUX_MAX_STREAMS);
+        assert_eq!(b.per_session_with(100), 16_768 * 1024 + 100 * 1664 * 1024);
+    }
+}
