@@ -17,6 +17,9 @@ use crate::names;
 use crate::record::{DATA_CHUNK, RecordBuf};
 use crate::source::{Identity, Origin, PIPELINE_DEPTH, Source, special_kind};
 
+/// How often (in bytes read) a file's identity is checked again while it is sent.
+const RECHECK_EVERY: u64 = 4 * 1024 * 1024;
+
 /// What the reader thread hands to the network side, in order.
 #[derive(Debug)]
 pub(crate) enum Chunk {
@@ -170,6 +173,7 @@ impl Thread {
         }
         self.send(Chunk::Start(FileStart { index, offset }))?;
         let mut left = size - offset;
+        let mut since_check = 0u64;
         while left > 0 {
             let mut buf = self.buffer()?;
             let want = usize::try_from(left).map_or(DATA_CHUNK, |l| l.min(DATA_CHUNK));
@@ -177,6 +181,16 @@ impl Thread {
             read_full(&mut file, chunk, &shown)?;
             hash.update(chunk);
             left -= want as u64;
+            since_check += want as u64;
+            // A change is caught within a few MiB rather than at the end of a long file (an
+            // fstat costs a microsecond).
+            if since_check >= RECHECK_EVERY {
+                since_check = 0;
+                let now = Identity::of(&file.metadata().map_err(|e| unreadable(&shown, e))?);
+                if let Some(what) = id.change(&now) {
+                    return Err(changed(&format!("{what} while it was being sent")));
+                }
+            }
             self.send(Chunk::Data(buf))?;
         }
         // Nothing may follow the announced size, and nothing about the file may have moved.
