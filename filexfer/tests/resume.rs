@@ -126,7 +126,7 @@ fn again(relay: &Relay, src: &Path, out: &Path) -> (u64, String) {
         .expect("name")
         .to_string_lossy()
         .into_owned();
-    assert_eq!(common::entries(out), [name.clone()], "staging left behind");
+    assert_eq!(common::entries(out), [name.as_str()], "staging left behind");
     assert!(
         files_equal(src, &out.join(&name)),
         "the result differs from the source"
