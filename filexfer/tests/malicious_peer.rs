@@ -262,6 +262,39 @@ async fn a_planted_link_in_outdir_is_never_followed_even_with_force() {
 }
 
 #[tokio::test]
+async fn a_peer_of_an_incompatible_version_is_named_with_both_versions() {
+    let scratch = Scratch::new("versions");
+    let outdir = scratch.join("out");
+    let (mut s, r) = tokio::io::duplex(64 * 1024);
+    let future_sender = async move {
+        let keys = handshake(&mut s, &code(), Role::Sender)
+            .await
+            .expect("handshake");
+        let (rd, wr) = tokio::io::split(s);
+        let mut writer = RecordWriter::new(wr, keys.sealer);
+        let mut reader = RecordReader::new(rd, keys.opener);
+        let hello = Hello {
+            version: 9,
+            min_version: 7,
+            release: "9.1.0".into(),
+        };
+        writer.send(Kind::Hello, &hello.encode()).await.ok()?;
+        let mut reply = RecordBuf::new(64 * 1024);
+        reader.read_record(&mut reply).await.ok()?; // its hello
+        reader.read_record(&mut reply).await.ok()? // then its verdict
+    };
+    let (answer, received) = tokio::join!(future_sender, receive_into(r, &outdir));
+    let err = received.expect_err("incompatible versions agreed");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("the sender speaks file-transfer protocol 7-9 (release 9.1.0)")
+            && msg.contains("this program speaks 2-2 (release "),
+        "{msg}"
+    );
+    assert_eq!(answer, Some(Kind::Abort), "the other side was not told");
+}
+
+#[tokio::test]
 async fn more_data_than_announced_is_refused() {
     let scratch = Scratch::new("overrun");
     let outdir = scratch.join("out");
