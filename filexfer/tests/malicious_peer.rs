@@ -283,7 +283,10 @@ async fn a_peer_of_an_incompatible_version_is_named_with_both_versions() {
         reader.read_record(&mut reply).await.ok()?; // its hello
         reader.read_record(&mut reply).await.ok()? // then its verdict
     };
-    let (answer, received) = tokio::join!(future_sender, receive_into(r, &outdir));
+    let both = async { tokio::join!(future_sender, receive_into(r, &outdir)) };
+    let (answer, received) = tokio::time::timeout(relay_test_support::DEADLINE, both)
+        .await
+        .expect("the receiver neither refused nor went on within the deadline");
     let err = received.expect_err("incompatible versions agreed");
     let msg = err.to_string();
     assert!(
