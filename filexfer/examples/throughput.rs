@@ -127,7 +127,10 @@ fn encrypted(relay: &str, file: &Path, outdir: &Path) -> Duration {
             relay,
             &code,
             outdir,
-            ReceiveOptions { force: true },
+            ReceiveOptions {
+                force: true,
+                ..ReceiveOptions::default()
+            },
             &NoProgress,
             &cancel,
         )

@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# Relay memory per file transfer: the relay's resident set while TRANSFERS concurrent transfers
-# of MIB MiB each run through it (real release binaries, loopback only, bounded in time).
+# Relay memory per file transfer, as a new user meets it: the relay's resident set (RSS) while
+# transfers run through it, with the real release binaries on loopback.
 #
-#   filexfer/scripts/relay_memory.sh [TRANSFERS=8] [MIB=512]
+#   filexfer/scripts/relay_memory.sh [--no-build]
 #
-# Prints the relay's RSS before the transfers (baseline), its peak RSS (VmHWM, plus VmRSS sampled
-# every 100 ms), and (peak - baseline) / TRANSFERS. Source files are sparse (no disk space, the
-# relay only ever sees ciphertext anyway); received files go to a temporary directory that is
-# removed at the end, as is everything else this script starts or writes.
+# Runs, each bounded in time:
+#   1. a fresh relay: its idle RSS; one 1 GiB transfer (cold); one more (warm); four 256 MiB
+#      transfers at once (warm);
+#   2. another fresh relay: four 256 MiB transfers at once (cold).
+# Growth = peak RSS during the run (offers, pairing, data) minus RSS just before the offers. The peak is the larger of VmHWM
+# (reset before each run through /proc/PID/clear_refs, which needs root or the same user) and
+# VmRSS sampled every 20 ms. Sources are sparse files; receivers write to /dev/null
+# (`receive ... -`), so no disk is involved and nothing big is left behind. Everything this
+# script starts or writes is removed at the end.
 set -euo pipefail
-
-TRANSFERS=${1:-8}
-MIB=${2:-512}
-LIMIT_SECONDS=${RELAY_MEMORY_TIMEOUT:-900}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$CARGO_TARGET_DIR/release
+LIMIT_SECONDS=${RELAY_MEMORY_TIMEOUT:-300}
+
+if [ "${1:-}" != "--no-build" ]; then
+    echo "building release binaries..." >&2
+    (cd "$ROOT" && cargo build --release --quiet -p relay-bin -p filexfer-cli)
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/relay-memory.XXXXXX")
 PIDS=()
@@ -29,85 +36,89 @@ cleanup() {
 }
 trap cleanup EXIT
 
-need_mib=$((TRANSFERS * MIB * 11 / 10))
-free_mib=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
-if ((free_mib < need_mib)); then
-    echo "relay_memory: need ${need_mib} MiB free in $WORK for the received files, have ${free_mib}" >&2
-    exit 1
-fi
+kib() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$2/status"; }
 
-echo "building release binaries..." >&2
-(cd "$ROOT" && cargo build --release --quiet -p relay-bin -p filexfer-cli)
-
-"$BIN/relay" 127.0.0.1:0 2>"$WORK/relay.log" &
-RELAY=$!
-PIDS+=("$RELAY")
-for _ in $(seq 100); do
-    grep -q 'control=' "$WORK/relay.log" && break
-    sleep 0.1
-done
-ADDR=$(grep -o 'control=[0-9.:]*' "$WORK/relay.log" | head -1 | cut -d= -f2)
-[ -n "$ADDR" ] || { echo "relay_memory: the relay did not start" >&2; exit 1; }
-
-kib() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$RELAY/status"; }
-BASELINE=$(kib VmRSS)
-
-# Offers first (each prints its code), then all receivers at once.
-CODES=()
-for i in $(seq 1 "$TRANSFERS"); do
-    truncate -s "${MIB}M" "$WORK/file$i.bin"
-    timeout "$LIMIT_SECONDS" "$BIN/send" --quiet "$ADDR" "$WORK/file$i.bin" >"$WORK/code$i" &
-    PIDS+=("$!")
-    SENDERS[i]=$!
-done
-for i in $(seq 1 "$TRANSFERS"); do
+# Starts a relay; sets RELAY (pid) and ADDR.
+start_relay() {
+    local log=$WORK/relay$1.log
+    "$BIN/relay" 127.0.0.1:0 2>"$log" &
+    RELAY=$!
+    PIDS+=("$RELAY")
     for _ in $(seq 100); do
-        [ -s "$WORK/code$i" ] && break
-        sleep 0.1
+        grep -qs 'control=' "$log" && break
+        sleep 0.05
     done
-    CODES[i]=$(head -1 "$WORK/code$i")
-done
+    ADDR=$(grep -o 'control=[0-9.:]*' "$log" | head -1 | cut -d= -f2)
+    [ -n "$ADDR" ] || { echo "relay_memory: the relay did not start" >&2; exit 1; }
+    sleep 1 # let start-up settle before reading the idle figure
+}
 
-START=$(date +%s.%N)
-for i in $(seq 1 "$TRANSFERS"); do
-    timeout "$LIMIT_SECONDS" "$BIN/receive" --quiet "$ADDR" "${CODES[i]}" "$WORK/out$i" &
-    PIDS+=("$!")
-    RECEIVERS[i]=$!
-done
-
-PEAK_SAMPLED=0
-SAMPLES=0
-while :; do
-    running=0
-    for i in $(seq 1 "$TRANSFERS"); do
-        kill -0 "${RECEIVERS[i]}" 2>/dev/null && running=$((running + 1))
+# run N MIB: N concurrent transfers of MIB MiB through $RELAY; sets BEFORE, PEAK, SECS.
+run() {
+    local n=$1 mib=$2 i
+    local senders=() receivers=() codes=()
+    # From before the offers: a transfer's cost includes its waiting offer.
+    echo 5 >"/proc/$RELAY/clear_refs" 2>/dev/null || true
+    BEFORE=$(kib VmRSS "$RELAY")
+    for i in $(seq 1 "$n"); do
+        truncate -s "${mib}M" "$WORK/file$i.bin"
+        timeout "$LIMIT_SECONDS" "$BIN/send" --quiet "$ADDR" "$WORK/file$i.bin" >"$WORK/code$i" &
+        senders+=("$!")
+        PIDS+=("$!")
     done
-    ((running > 0)) || break
-    rss=$(kib VmRSS)
-    ((rss > PEAK_SAMPLED)) && PEAK_SAMPLED=$rss
-    SAMPLES=$((SAMPLES + 1))
-    sleep 0.1
-done
-END=$(date +%s.%N)
-HWM=$(kib VmHWM)
+    for i in $(seq 1 "$n"); do
+        for _ in $(seq 200); do
+            [ -s "$WORK/code$i" ] && break
+            sleep 0.02
+        done
+        codes+=("$(head -1 "$WORK/code$i")")
+    done
+    local sampled=$BEFORE start end
+    start=$(date +%s.%N)
+    for i in $(seq 1 "$n"); do
+        timeout "$LIMIT_SECONDS" "$BIN/receive" --quiet "$ADDR" "${codes[i - 1]}" - >/dev/null &
+        receivers+=("$!")
+        PIDS+=("$!")
+    done
+    while :; do
+        local running=0 pid rss
+        for pid in "${receivers[@]}"; do
+            kill -0 "$pid" 2>/dev/null && running=$((running + 1))
+        done
+        ((running > 0)) || break
+        rss=$(kib VmRSS "$RELAY")
+        ((rss > sampled)) && sampled=$rss
+        sleep 0.02
+    done
+    end=$(date +%s.%N)
+    local hwm failed=0 pid
+    hwm=$(kib VmHWM "$RELAY")
+    PEAK=$((hwm > sampled ? hwm : sampled))
+    for pid in "${receivers[@]}" "${senders[@]}"; do
+        wait "$pid" || failed=$((failed + 1))
+    done
+    ((failed == 0)) || { echo "relay_memory: $failed send/receive runs failed" >&2; exit 1; }
+    SECS=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", e - s }')
+    rm -f "$WORK"/file*.bin "$WORK"/code*
+}
 
-FAILED=0
-for i in $(seq 1 "$TRANSFERS"); do
-    wait "${RECEIVERS[i]}" || FAILED=$((FAILED + 1))
-    wait "${SENDERS[i]}" || FAILED=$((FAILED + 1))
-    got=$(stat -c %s "$WORK/out$i/file$i.bin" 2>/dev/null || echo 0)
-    [ "$got" -eq $((MIB * 1024 * 1024)) ] || FAILED=$((FAILED + 1))
-    rm -f "$WORK/out$i/file$i.bin"
-done
+report() { # label n
+    local growth=$((PEAK - BEFORE))
+    printf '%-44s %6d KiB before, %6d KiB peak: +%d KiB' "$1" "$BEFORE" "$PEAK" "$growth"
+    (($2 > 1)) && printf ' (%d KiB per transfer)' $((growth / $2))
+    printf ', %s s\n' "$SECS"
+}
 
-PEAK=$((HWM > PEAK_SAMPLED ? HWM : PEAK_SAMPLED))
-awk -v n="$TRANSFERS" -v mib="$MIB" -v base="$BASELINE" -v peak="$PEAK" -v sampled="$PEAK_SAMPLED" \
-    -v samples="$SAMPLES" -v start="$START" -v end="$END" -v failed="$FAILED" 'BEGIN {
-    secs = end - start
-    printf "transfers:          %d x %d MiB concurrently, %.1f s, %.0f MB/s in total\n", n, mib, secs, n * mib * 1048576 / secs / 1e6
-    printf "relay RSS baseline: %d KiB\n", base
-    printf "relay RSS peak:     %d KiB (VmHWM; highest of %d samples: %d KiB)\n", peak, samples, sampled
-    printf "per transfer:       %.0f KiB  ((peak - baseline) / %d)\n", (peak - base) / n, n
-    if (failed) printf "FAILED: %d sender/receiver runs or sizes were wrong\n", failed
-}'
-((FAILED == 0))
+start_relay 1
+echo "relay idle RSS (fresh, 1 s after start): $(kib VmRSS "$RELAY") KiB"
+run 1 1024
+report "one 1 GiB transfer, fresh relay" 1
+run 1 1024
+report "one 1 GiB transfer, warm relay" 1
+run 4 256
+report "four 256 MiB transfers at once, warm relay" 4
+kill "$RELAY"
+
+start_relay 2
+run 4 256
+report "four 256 MiB transfers at once, fresh relay" 4

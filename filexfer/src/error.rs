@@ -66,6 +66,26 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
+    /// A file changed before or while it was sent (size, modification or change time, or
+    /// identity moved): what arrived would be torn, so the transfer stops.
+    #[error(
+        "{path} changed: {what}; the transfer stopped and nothing was kept under its name \
+         (send it again once it is stable)"
+    )]
+    Changed {
+        /// The file, escaped for printing.
+        path: String,
+        /// What moved, e.g. `"its size changed while it was being sent"`.
+        what: String,
+    },
+    /// Another `receive` is writing the same names into the same OUTDIR right now.
+    #[error(
+        "another receive is writing {what} into this OUTDIR right now; wait for it or use another OUTDIR"
+    )]
+    Busy {
+        /// The names, quoted.
+        what: String,
+    },
     /// The file name is not acceptable (see [`crate::names`]).
     #[error("name refused: {0}")]
     NameRefused(String),
@@ -163,7 +183,11 @@ impl Error {
             Error::DiskFull { .. } => "its disk is full".into(),
             Error::LocalThread { thread, .. } => format!("{thread} failed on its side"),
             Error::Write { source, .. } => format!("it cannot write the file: {source}"),
-            Error::Unreadable { source, .. } => format!("it cannot read the file: {source}"),
+            Error::Unreadable { source, .. } => format!("it cannot read a file: {source}"),
+            Error::Changed { what, .. } => {
+                format!("a file changed on its side ({what}); nothing was kept under its name")
+            }
+            Error::Busy { .. } => "another receive is writing the same names there".into(),
             Error::Cancelled(_) => "it was interrupted".into(),
             other => other.to_string(),
         }

@@ -25,8 +25,12 @@ use crate::record::{Opener, Sealer};
 /// Identifies this protocol at the start of the peer-to-peer stream.
 pub const MAGIC: [u8; 8] = *b"RLYXFER\0";
 
-/// Version of the peer-to-peer protocol (handshake, records, messages). Peers refuse any other.
-pub const VERSION: u16 = 1;
+/// Version sent in the clear hello. Version 1 programs refuse anything but 1, so they stop
+/// here with a message naming both versions. From version 2 on this field is the generation
+/// of the handshake and record layer, which later versions keep: a peer accepts any value of
+/// at least 2 and the conversation version is agreed in the first encrypted record
+/// ([`crate::message::Hello`]).
+pub const VERSION: u16 = 2;
 
 /// Binds the PAKE to this application and version, so a code can never be replayed into
 /// another protocol that also uses SPAKE2.
@@ -96,10 +100,11 @@ where
         )));
     }
     let version = u16::from_be_bytes([head[MAGIC.len()], head[MAGIC.len() + 1]]);
-    if version != VERSION {
+    if version < VERSION {
         return Err(Error::Protocol(format!(
             "the {peer} speaks file-transfer protocol version {version}, this program speaks \
-             {VERSION}; update the older one"
+             version {VERSION} (release {}); update the older one",
+            crate::message::RELEASE
         )));
     }
     let len = usize::from(head[MAGIC.len() + 2]);
@@ -251,13 +256,19 @@ mod tests {
     async fn other_protocols_and_versions_are_named() {
         let (mut s, mut other) = tokio::io::duplex(4096);
         let code = Code::parse("7-apple-river-stone").expect("code");
-        let mut junk = b"RLYXFER\0\x00\x02\x21".to_vec();
-        junk.extend_from_slice(&[0; 33]);
-        other.write_all(&junk).await.expect("write");
+        // A release of protocol version 1, which had no encrypted hello: named with ours.
+        let mut old = b"RLYXFER\0\x00\x01\x21".to_vec();
+        old.extend_from_slice(&[0; 33]);
+        other.write_all(&old).await.expect("write");
         let err = handshake(&mut s, &code, Role::Receiver)
             .await
             .expect_err("version");
-        assert!(err.to_string().contains("version 2"), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("the sender speaks file-transfer protocol version 1")
+                && msg.contains("this program speaks version 2 (release "),
+            "{msg}"
+        );
 
         let (mut s, mut other) = tokio::io::duplex(4096);
         other

@@ -14,13 +14,16 @@
 //! | [`code`] | transfer codes `NAMEPLATE-WORD-WORD-WORD`: generation and parsing |
 //! | [`handshake`] | SPAKE2 + HKDF-SHA256 key exchange with two-way key confirmation |
 //! | [`record`] | ChaCha20-Poly1305 records with counter nonces; [`record::Sealer`] is the hot path |
-//! | [`message`] | payloads of the control records (offer, end, abort) |
+//! | [`manifest`] | the list of offered files, directories or text, and the receiver's checks |
+//! | [`message`] | payloads of the control records (hello, file start/end, resume, abort) |
 //! | [`transfer`] | the conversation after the handshake, its limits, aborting |
 //! | [`sender`] | offer at the relay, wait, send ([`Offered`], [`send_over`]) |
 //! | [`receiver`] | claim at the relay, receive, verify ([`receive`], [`receive_over`]) |
-//! | [`source`] | the sender's file and its reader thread |
+//! | [`source`] | what the sender offers: paths walked into a manifest, stdin, a text |
+//! | [`reader`] | the sender's reader thread: resume check, read + hash, change detection |
 //! | [`outdir`] | OUTDIR checked (a writable directory) before the code is used |
-//! | [`sink`] | the receiver's temporary file, writer thread, and no-overwrite commit |
+//! | [`staging`] | the receiver's hidden staging directory, resume journal, no-overwrite commit |
+//! | [`sink`] | the receiver's writer thread: write + hash, checkpoints, verify, modes and times |
 //! | [`names`] | which file names cross the wire, and escaping them for display |
 //! | [`progress`] | the [`Progress`] trait a transfer reports to, and [`NoProgress`] |
 //! | [`error`] | [`Error`]: one variant per thing a user can act on |
@@ -43,15 +46,18 @@
 pub mod code;
 pub mod error;
 pub mod handshake;
+pub mod manifest;
 pub mod message;
 pub mod names;
 pub mod outdir;
 pub mod progress;
+pub(crate) mod reader;
 pub mod receiver;
 pub mod record;
 pub mod sender;
 pub mod sink;
 pub mod source;
+pub mod staging;
 pub mod transfer;
 
 pub use code::Code;

@@ -67,6 +67,47 @@ pub fn check(name: &str) -> Result<&str> {
     Ok(name)
 }
 
+/// Deepest nesting accepted in a relative path (components).
+pub const MAX_DEPTH: usize = 64;
+
+/// Longest relative path accepted, in bytes (the common `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Checks a relative path announced by a peer: `/`-separated components, each of which
+/// passes [`check`], at most [`MAX_DEPTH`] deep and [`MAX_PATH_BYTES`] long. Returns its
+/// components. An absolute path, `..`, `.`, an empty component or a backslash are refused by
+/// the component rule, so the joined path cannot leave the directory it is joined to.
+pub fn check_path(path: &str) -> Result<Vec<&str>> {
+    let refuse = |why: &str| Err(Error::NameRefused(format!("{} {why}", quote(path))));
+    if path.len() > MAX_PATH_BYTES {
+        return refuse(&format!("is longer than {MAX_PATH_BYTES} bytes"));
+    }
+    if path.starts_with('/') {
+        return refuse("is an absolute path");
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts.len() > MAX_DEPTH {
+        return refuse(&format!("is nested deeper than {MAX_DEPTH} levels"));
+    }
+    for part in &parts {
+        check(part).map_err(|e| match e {
+            Error::NameRefused(why) => Error::NameRefused(format!("in {}: {why}", quote(path))),
+            other => other,
+        })?;
+    }
+    Ok(parts)
+}
+
+/// Where the relative path `path` lands inside `dir`, once it passed [`check_path`].
+pub fn path_in(dir: &Path, path: &str) -> Result<PathBuf> {
+    let mut out = dir.to_path_buf();
+    for part in check_path(path)? {
+        out.push(part);
+    }
+    debug_assert!(out.starts_with(dir));
+    Ok(out)
+}
+
 /// Where a file called `name` lands inside `dir`, once `name` passed [`check`].
 pub fn target_in(dir: &Path, name: &str) -> Result<PathBuf> {
     let path = dir.join(check(name)?);
@@ -176,6 +217,39 @@ mod tests {
         );
         assert!(target_in(dir, "../a.txt").is_err());
         assert!(target_in(dir, "/a.txt").is_err());
+    }
+
+    #[test]
+    fn relative_paths_are_checked_per_component() {
+        assert_eq!(
+            check_path("photos/2024/a.jpg").expect("ok"),
+            ["photos", "2024", "a.jpg"]
+        );
+        let deep = vec!["d"; MAX_DEPTH + 1].join("/");
+        for bad in [
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a/",
+            "",
+            "a\\..\\b",
+            "photos/CON",
+            "photos/nul.txt",
+            "a/.filexfer-x",
+            "a/b\u{202E}c",
+            deep.as_str(),
+        ] {
+            assert!(
+                matches!(check_path(bad), Err(Error::NameRefused(_))),
+                "{bad:?} accepted"
+            );
+        }
+        assert_eq!(
+            path_in(Path::new("/srv/out"), "a/b").expect("ok"),
+            PathBuf::from("/srv/out/a/b")
+        );
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! `receive`'s side: claim the offer at the relay, run the key exchange, check the offered
-//! name, receive into a temporary file, verify, and move it into place.
+//! `receive`'s side: claim the offer at the relay, run the key exchange, check the manifest,
+//! offer what an interrupted transfer left, receive into the staging directory, verify, and move
+//! everything into place.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -10,33 +13,43 @@ use tracing::debug;
 use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::handshake::Role;
-use crate::message::{FileEnd, FileOffer};
+use crate::manifest::{Entry, EntryKind, MANIFEST_PAYLOAD, MAX_ENTRIES, Manifest, ManifestEnd};
+use crate::message::{FileEnd, FileStart, ResumeOffer};
 use crate::outdir::{prepare_dir, remove_created};
 use crate::progress::Progress;
-use crate::record::{CONTROL_PAYLOAD, Kind, RecordBuf, RecordReader, RecordWriter};
-use crate::sink::{Sink, Written, spawn_writer};
+use crate::record::{Kind, RecordBuf, RecordReader, RecordWriter};
+use crate::sink::{Output, ToDisk, spawn_writer};
+use crate::staging::{ResumePlan, Staging};
 use crate::transfer::{self, abort, unstalled, write_failed};
 
 const PEER: &str = "sender";
 
-/// A file that arrived complete and verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What arrived, complete and verified.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Received {
-    /// Where it is now.
-    pub path: PathBuf,
-    /// Its length.
+    /// The top-level names, where they are now (empty for a stream or a text).
+    pub paths: Vec<PathBuf>,
+    /// Files (and texts) received.
+    pub files: u64,
+    /// Bytes of all files, resumed prefixes included.
     pub size: u64,
+    /// Bytes that were already here from an interrupted transfer and did not cross again.
+    pub resumed: u64,
+    /// A text (`send --text`), for the caller to show, unless it went to stdout.
+    pub text: Option<String>,
 }
 
-/// What the receiver may do with an existing file.
+/// What the receiver may do with existing names, and where data goes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReceiveOptions {
-    /// Replace an existing file of the same name.
+    /// Replace existing files of the same names (directories are merged, never replaced).
     pub force: bool,
+    /// Write the one offered file or text to stdout instead of OUTDIR.
+    pub stdout: bool,
 }
 
-/// Claims the offer behind `code` at the relay at `relay` and receives its file into `outdir`
-/// (created if missing).
+/// Claims the offer behind `code` at the relay at `relay` and receives what it offers into
+/// `outdir` (created if missing), or to stdout with [`ReceiveOptions::stdout`].
 pub async fn receive(
     relay: &str,
     code: &Code,
@@ -61,7 +74,11 @@ pub async fn receive_with(
 ) -> Result<Received> {
     // Before the claim: a directory we cannot create should not use up the code. A failed
     // transfer takes back the directories it created, so it leaves nothing behind.
-    let created = prepare_dir(outdir)?;
+    let created = if options.stdout {
+        Vec::new()
+    } else {
+        prepare_dir(outdir)?
+    };
     let result = async {
         let claim = relay_core::client::claim_with(relay, code.nameplate(), connect);
         let stream = tokio::select! {
@@ -78,8 +95,7 @@ pub async fn receive_with(
 }
 
 /// Runs the receiver's side of a transfer on `stream`, an already paired connection to the
-/// sender. Writes only inside `outdir` (created if missing), and only under the checked name
-/// the sender announced.
+/// sender. Writes only inside `outdir` (created if missing), and only under checked names.
 pub async fn receive_over<S>(
     stream: S,
     code: &Code,
@@ -91,11 +107,13 @@ pub async fn receive_over<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    prepare_dir(outdir)?;
+    if !options.stdout {
+        prepare_dir(outdir)?;
+    }
     let (mut writer, mut reader) = transfer::secure(stream, code, Role::Receiver, cancel).await?;
     let result = tokio::select! {
         r = converse(&mut writer, &mut reader, outdir, options, progress) => r,
-        () = cancel.cancelled() => Err(Error::Cancelled("mid-transfer; nothing was kept")),
+        () = cancel.cancelled() => Err(Error::Cancelled("mid-transfer; only verified data was kept")),
     };
     if let Err(e) = &result {
         debug!(error = %e, "transfer failed");
@@ -116,116 +134,281 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut control = RecordBuf::new(CONTROL_PAYLOAD);
-    let first = unstalled(transfer::read(
-        reader,
-        &mut control,
-        PEER,
-        "before offering a file",
-    ))
-    .await?;
-    let offer = match first {
-        Some(Kind::Offer) => FileOffer::decode(control.payload())?,
-        None => {
-            return Err(Error::PeerVanished {
-                peer: PEER,
-                when: "before offering a file".into(),
-            });
+    transfer::greet(writer, reader, PEER).await?;
+    let manifest = Arc::new(read_manifest(reader).await?);
+    let first = manifest.entries[0].clone();
+    debug!(
+        entries = manifest.entries.len(),
+        bytes = manifest.bytes(),
+        "manifest received"
+    );
+
+    let (output, plan) = if options.stdout {
+        if manifest.entries.len() != 1 || first.kind == EntryKind::Dir {
+            return Err(Error::Protocol(format!(
+                "the sender offers {} entries ({}...); only a single file or text can go to \
+                 stdout: receive into a directory instead",
+                manifest.entries.len(),
+                crate::names::quote(&first.path)
+            )));
         }
-        other => return Err(transfer::unexpected(other, "a file offer")),
+        (Output::Stream(std::io::stdout()), ResumePlan::default())
+    } else if manifest.is_text() {
+        (Output::Text(Vec::new()), ResumePlan::default())
+    } else {
+        let (outdir, m, force) = (outdir.to_path_buf(), manifest.clone(), options.force);
+        // Opening re-hashes partial copies from an interrupted transfer: a blocking job.
+        tokio::task::spawn_blocking(move || {
+            let staging = Staging::open(&outdir, &m, force)?;
+            let plan = staging.plan_resume(&m);
+            Ok::<_, Error>((Output::Staging(staging), plan))
+        })
+        .await
+        .map_err(|e| Error::local_thread("the file writer", &e))??
     };
-    debug!(size = offer.size, "file offered");
-    let sink = Sink::create(outdir, &offer.name, options.force)?;
+    for note in &plan.notes {
+        progress.note(note);
+    }
+    let mut wire = Vec::new();
+    for offer in &plan.offers {
+        if wire.len() + ResumeOffer::LEN > MANIFEST_PAYLOAD {
+            send(writer, Kind::Resume, &wire).await?;
+            wire.clear();
+        }
+        offer.encode_into(&mut wire);
+    }
+    if !wire.is_empty() {
+        send(writer, Kind::Resume, &wire).await?;
+    }
+    send(writer, Kind::Accept, &[]).await?;
+    let offered: HashMap<u32, u64> = plan.offers.iter().map(|o| (o.index, o.offset)).collect();
+    progress.start(&first.path, manifest.files(), manifest.bytes());
+
+    let disk = spawn_writer(output, manifest.clone(), plan.kept);
+    let (output, resumed) = match pump(reader, disk, &manifest, &offered, progress).await {
+        Ok(done) => done,
+        Err((e, output)) => {
+            if let Some(Output::Staging(staging)) = output {
+                if matches!(e, Error::Corrupt(_)) || !staging.keeps_anything() {
+                    staging.discard();
+                } else {
+                    progress.note(
+                        "verified data was kept in OUTDIR: send the same files again into the same \
+                         OUTDIR to resume",
+                    );
+                }
+            }
+            return Err(e);
+        }
+    };
+    let mut received = Received {
+        files: manifest.files(),
+        size: manifest.bytes(),
+        resumed,
+        ..Received::default()
+    };
+    match output {
+        Output::Staging(staging) => {
+            let m = manifest.clone();
+            received.paths = tokio::task::spawn_blocking(move || staging.commit(&m))
+                .await
+                .map_err(|e| Error::local_thread("the file writer", &e))??;
+        }
+        Output::Text(text) => {
+            received.text = Some(String::from_utf8_lossy(&text).into_owned());
+        }
+        Output::Stream(_) => {}
+    }
+    debug!(files = received.files, "verified and in place");
+    // Everything is in place whatever happens to the confirmation: the receiver has succeeded.
+    let _ = writer.send(Kind::Done, &[]).await;
+    let _ = writer.shutdown().await;
+    progress.finish(received.size - resumed);
+    Ok(received)
+}
+
+async fn send<W: AsyncWrite + Unpin>(
+    writer: &mut RecordWriter<W>,
+    kind: Kind,
+    payload: &[u8],
+) -> Result<()> {
     unstalled(async {
         writer
-            .send(Kind::Accept, &[])
+            .send(kind, payload)
             .await
             .map_err(write_failed(PEER, "before the transfer started"))
     })
-    .await?;
-    progress.start(&offer.name, offer.size);
-
-    let (written, end) = pump(reader, sink, offer.size, progress).await?;
-    if written.len != end.len || written.len != offer.size {
-        return Err(Error::Corrupt(format!(
-            "{} bytes arrived, the sender announced {} and reported sending {}",
-            written.len, offer.size, end.len
-        )));
-    }
-    if written.blake3 != end.blake3 {
-        return Err(Error::Corrupt(
-            "the checksum of what arrived differs from the sender's".into(),
-        ));
-    }
-    let path = written.sink.commit()?;
-    debug!(len = written.len, "verified and in place");
-    // The file is in place whatever happens to the confirmation: the receiver has succeeded.
-    let _ = writer.send(Kind::Done, &[]).await;
-    let _ = writer.shutdown().await;
-    progress.finish(written.len);
-    Ok(Received {
-        path,
-        size: written.len,
-    })
+    .await
 }
 
-/// Reads data records into the writer thread until the end record; returns what the thread
-/// wrote and the sender's end record.
+/// Reads `Manifest` records up to `ManifestEnd`, bounded in entries, and checks the result.
+async fn read_manifest<R: AsyncRead + Unpin>(reader: &mut RecordReader<R>) -> Result<Manifest> {
+    let mut buf = RecordBuf::new(MANIFEST_PAYLOAD);
+    let mut entries: Vec<Entry> = Vec::new();
+    loop {
+        let kind = unstalled(transfer::read(
+            reader,
+            &mut buf,
+            PEER,
+            "before offering files",
+        ))
+        .await?;
+        match kind {
+            Some(Kind::Manifest) => {
+                Entry::decode_all(buf.payload(), &mut entries)?;
+                if entries.len() > MAX_ENTRIES {
+                    return Err(Error::Protocol(format!(
+                        "the sender offered more than {MAX_ENTRIES} entries"
+                    )));
+                }
+            }
+            Some(Kind::ManifestEnd) => {
+                let end = ManifestEnd::decode(buf.payload())?;
+                let manifest = Manifest::check(entries)?;
+                if end != manifest.end() {
+                    return Err(Error::Protocol("the manifest does not add up".into()));
+                }
+                return Ok(manifest);
+            }
+            None => {
+                return Err(Error::PeerVanished {
+                    peer: PEER,
+                    when: "before offering files".into(),
+                });
+            }
+            other => return Err(transfer::unexpected(other, "the manifest")),
+        }
+    }
+}
+
+/// Reads file records into the writer thread until `Complete`, checking order and sizes
+/// against the manifest; returns the writer's output and the bytes that did not cross
+/// (resumed). On failure, returns the output too when the thread gave it back, so the caller
+/// decides what stays.
 async fn pump<R: AsyncRead + Unpin>(
     reader: &mut RecordReader<R>,
-    sink: Sink,
-    size: u64,
+    mut disk: crate::sink::Writer,
+    manifest: &Manifest,
+    offered: &HashMap<u32, u64>,
     progress: &dyn Progress,
-) -> Result<(Written, FileEnd)> {
-    let mut disk = spawn_writer(sink);
-    let mut received = 0u64;
-    let outcome = loop {
-        let Some(mut buf) = disk.free.recv().await else {
-            // The writer thread stopped early: its error says why.
-            break None;
-        };
-        let kind = match unstalled(transfer::read(reader, &mut buf, PEER, "mid-transfer")).await {
-            Ok(kind) => kind,
-            Err(e) => break Some(Err(e)),
-        };
-        match kind {
-            Some(Kind::Data) => {
-                let n = buf.payload().len() as u64;
-                received += n;
-                if received > size {
-                    break Some(Err(Error::Corrupt(format!(
-                        "the sender sent more than the {size} bytes it announced"
-                    ))));
+) -> std::result::Result<(Output, u64), (Error, Option<Output>)> {
+    let mut next_index = 0usize;
+    // The current file: its entry, and bytes still allowed (None: unknown size).
+    let mut current: Option<(usize, Option<u64>)> = None;
+    let mut resumed = 0u64;
+    let mut buf = None;
+    let outcome: Result<()> = async {
+        loop {
+            let mut b = match buf.take() {
+                Some(b) => b,
+                None => match disk.free.recv().await {
+                    Some(b) => b,
+                    // The writer thread stopped early: its error says why.
+                    None => return Ok(()),
+                },
+            };
+            let kind = unstalled(transfer::read(reader, &mut b, PEER, "mid-transfer")).await?;
+            let item = match kind {
+                Some(Kind::Data) => {
+                    let n = b.payload().len() as u64;
+                    match current.as_mut() {
+                        Some((_, Some(left))) if *left >= n => *left -= n,
+                        Some((_, None)) => {}
+                        _ => {
+                            return Err(Error::Corrupt(
+                                "the sender sent more data than it announced".into(),
+                            ));
+                        }
+                    }
+                    progress.advance(n);
+                    ToDisk::Data(b)
                 }
-                if disk.to_disk.send(buf).is_err() {
-                    break None;
+                Some(Kind::FileStart) => {
+                    let start = FileStart::decode(b.payload())?;
+                    buf = Some(b);
+                    let index = start.index as usize;
+                    let entry = manifest.entries.get(index).filter(|e| e.has_data());
+                    let (Some(entry), None) = (entry, current) else {
+                        return Err(Error::Protocol("a file start out of place".into()));
+                    };
+                    if index < next_index {
+                        return Err(Error::Protocol("files out of order".into()));
+                    }
+                    let kept = offered.get(&start.index).copied();
+                    if start.offset != 0 && Some(start.offset) != kept {
+                        return Err(Error::Protocol("a resume nobody offered".into()));
+                    }
+                    if start.offset == 0 && kept.is_some_and(|k| k > 0) {
+                        progress.note(&format!(
+                            "the sender's {} differs from the partial copy kept here; \
+                             starting it over",
+                            crate::names::quote(&entry.path)
+                        ));
+                    }
+                    resumed += start.offset;
+                    next_index = index + 1;
+                    current = Some((index, entry.size.map(|s| s - start.offset)));
+                    progress.file(&entry.path, entry.size, start.offset);
+                    ToDisk::Start(start)
                 }
-                progress.advance(n);
+                Some(Kind::FileEnd) => {
+                    let end = FileEnd::decode(b.payload())?;
+                    buf = Some(b);
+                    match current.take() {
+                        Some((_, Some(0) | None)) => {}
+                        _ => {
+                            return Err(Error::Corrupt(
+                                "a file ended before its announced size".into(),
+                            ));
+                        }
+                    }
+                    progress.file_done();
+                    ToDisk::End(end)
+                }
+                Some(Kind::Complete) => {
+                    let missing = manifest.entries[next_index..].iter().any(Entry::has_data);
+                    if current.is_some() || missing {
+                        return Err(Error::Protocol("the sender skipped files".into()));
+                    }
+                    return Ok(());
+                }
+                None => {
+                    return Err(Error::PeerVanished {
+                        peer: PEER,
+                        when: "mid-transfer (the stream ended before the last file)".into(),
+                    });
+                }
+                other => return Err(transfer::unexpected(other, "file data")),
+            };
+            if disk.to_disk.send(item).is_err() {
+                return Ok(());
             }
-            Some(Kind::End) => break Some(FileEnd::decode(buf.payload())),
-            None => {
-                break Some(Err(Error::PeerVanished {
-                    peer: PEER,
-                    when: "mid-transfer (the stream ended before the end record)".into(),
-                }));
-            }
-            other => break Some(Err(transfer::unexpected(other, "file data"))),
         }
-    };
-    // Closing the channel lets the thread finish; on failure it drops the sink, which removes
-    // the temporary file, before we report.
+    }
+    .await;
+    // Closing the channel lets the thread finish; its result says whether all went well.
     drop(disk.to_disk);
     let written = disk
         .done
         .await
         .map_err(|e| Error::local_thread("the file writer", &e));
     match (outcome, written) {
-        (Some(Ok(end)), Ok(Ok(written))) => Ok((written, end)),
-        (Some(Err(e)), _) => Err(e),
-        (_, Ok(Err(e)) | Err(e)) => Err(e),
-        (None, Ok(Ok(_))) => Err(Error::LocalThread {
-            thread: "the file writer",
-            cause: "it stopped before the end of the data".into(),
-        }),
+        (Ok(()), Ok(Ok(output))) => {
+            if current.is_some() || manifest.entries[next_index..].iter().any(Entry::has_data) {
+                // The writer stopped and gave back its output without an error: cannot
+                // happen, but never call that a success.
+                return Err((
+                    Error::LocalThread {
+                        thread: "the file writer",
+                        cause: "it stopped before the end of the data".into(),
+                    },
+                    Some(output),
+                ));
+            }
+            Ok((output, resumed))
+        }
+        (Err(e), Ok(Ok(output))) => Err((e, Some(output))),
+        (Err(e), _) => Err((e, None)),
+        (Ok(()), Ok(Err(e)) | Err(e)) => Err((e, None)),
     }
 }

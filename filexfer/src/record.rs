@@ -35,23 +35,33 @@ pub const DATA_CHUNK: usize = 256 * 1024;
 /// Largest payload a reader accepts: a bound on what a peer can make us buffer per record.
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
 
-/// Largest payload of a control record (everything but data).
+/// Largest payload of a control record (everything but data, manifest and resume records).
 pub const CONTROL_PAYLOAD: usize = 4096;
 
 /// What a record carries. Sent encrypted, so the relay cannot tell kinds apart except by size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
-    /// Sender to receiver: file name and size ([`crate::message::FileOffer`]).
-    Offer = 1,
-    /// Sender to receiver: the next bytes of the file.
+    /// Sender to receiver: entries of the manifest ([`crate::manifest::Entry`]).
+    Manifest = 1,
+    /// Sender to receiver: the next bytes of the current file.
     Data = 2,
-    /// Sender to receiver: total length and checksum ([`crate::message::FileEnd`]).
-    End = 3,
-    /// Receiver to sender: the file is accepted, send the data.
+    /// Sender to receiver: the current file is complete ([`crate::message::FileEnd`]).
+    FileEnd = 3,
+    /// Sender to receiver: every file was sent.
+    Complete = 4,
+    /// Sender to receiver: the manifest is complete ([`crate::manifest::ManifestEnd`]).
+    ManifestEnd = 5,
+    /// Sender to receiver: data of one file follows ([`crate::message::FileStart`]).
+    FileStart = 6,
+    /// Receiver to sender: go ahead (after any `Resume` records).
     Accept = 0x10,
-    /// Receiver to sender: the file arrived complete, verified, and is in place.
+    /// Receiver to sender: everything arrived complete, verified, and is in place.
     Done = 0x11,
+    /// Receiver to sender: verified prefixes it already holds ([`crate::message::ResumeOffer`]).
+    Resume = 0x12,
+    /// Either way, first: protocol versions and release ([`crate::message::Hello`]).
+    Hello = 0x20,
     /// Either way: the transfer is over, with a human-readable reason as payload.
     Abort = 0x7f,
 }
@@ -59,11 +69,16 @@ pub enum Kind {
 impl Kind {
     fn from_byte(b: u8) -> Option<Kind> {
         Some(match b {
-            1 => Kind::Offer,
+            1 => Kind::Manifest,
             2 => Kind::Data,
-            3 => Kind::End,
+            3 => Kind::FileEnd,
+            4 => Kind::Complete,
+            5 => Kind::ManifestEnd,
+            6 => Kind::FileStart,
             0x10 => Kind::Accept,
             0x11 => Kind::Done,
+            0x12 => Kind::Resume,
+            0x20 => Kind::Hello,
             0x7f => Kind::Abort,
             _ => return None,
         })
@@ -293,10 +308,14 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         self.inner.write_all(record.wire()).await
     }
 
-    /// Seals and writes a small record (at most [`CONTROL_PAYLOAD`] bytes), then flushes.
+    /// Seals and writes a record from a copy of `payload` (at most [`MAX_PAYLOAD`] bytes; the
+    /// internal buffer grows to the largest payload sent), then flushes.
     pub async fn send(&mut self, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
-        if payload.len() > self.scratch.capacity() {
+        if payload.len() > MAX_PAYLOAD {
             return Err(std::io::Error::other("control record too large"));
+        }
+        if payload.len() > self.scratch.capacity() {
+            self.scratch = RecordBuf::new(payload.len());
         }
         self.scratch.set_payload(payload);
         self.sealer

@@ -34,10 +34,10 @@ async fn read_all(wire: &[u8]) -> (Vec<(Kind, Vec<u8>)>, Option<ReadError>) {
 
 fn sample() -> Vec<Vec<u8>> {
     seal_all(&[
-        (Kind::Offer, b"offer"),
+        (Kind::Manifest, b"offer"),
         (Kind::Data, &[1u8; 1000]),
         (Kind::Data, &[2u8; 1000]),
-        (Kind::End, b""),
+        (Kind::FileEnd, b""),
     ])
 }
 
@@ -46,9 +46,9 @@ async fn records_round_trip() {
     let (got, err) = read_all(&sample().concat()).await;
     assert!(err.is_none());
     assert_eq!(got.len(), 4);
-    assert_eq!(got[0], (Kind::Offer, b"offer".to_vec()));
+    assert_eq!(got[0], (Kind::Manifest, b"offer".to_vec()));
     assert_eq!(got[2], (Kind::Data, vec![2u8; 1000]));
-    assert_eq!(got[3], (Kind::End, vec![]));
+    assert_eq!(got[3], (Kind::FileEnd, vec![]));
 }
 
 #[tokio::test]
@@ -154,7 +154,7 @@ async fn writer_and_reader_agree_over_a_pipe() {
     let (a, b) = tokio::io::duplex(64 * 1024);
     let send = async move {
         let mut w = RecordWriter::new(a, Sealer::new(&KEY));
-        w.send(Kind::Offer, b"hello").await.expect("send");
+        w.send(Kind::Manifest, b"hello").await.expect("send");
         let mut big = RecordBuf::new(DATA_CHUNK);
         big.payload_mut(DATA_CHUNK).fill(9);
         w.write_record(Kind::Data, &mut big).await.expect("data");
@@ -163,7 +163,10 @@ async fn writer_and_reader_agree_over_a_pipe() {
     let recv = async move {
         let mut r = RecordReader::new(b, Opener::new(&KEY));
         let mut buf = RecordBuf::new(DATA_CHUNK);
-        assert_eq!(r.read_record(&mut buf).await.expect("1"), Some(Kind::Offer));
+        assert_eq!(
+            r.read_record(&mut buf).await.expect("1"),
+            Some(Kind::Manifest)
+        );
         assert_eq!(buf.payload(), b"hello");
         assert_eq!(r.read_record(&mut buf).await.expect("2"), Some(Kind::Data));
         assert!(buf.payload().iter().all(|&b| b == 9));

@@ -1,5 +1,7 @@
-//! `send`'s side: offer a file at the relay, wait for the receiver, run the key exchange, send.
+//! `send`'s side: offer files at the relay, wait for the receiver, run the key exchange, announce
+//! the manifest, take the receiver's resume offers, send.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -9,10 +11,12 @@ use tracing::debug;
 use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::handshake::Role;
-use crate::message::FileOffer;
+use crate::manifest::{EntryKind, MANIFEST_PAYLOAD};
+use crate::message::ResumeOffer;
 use crate::progress::Progress;
-use crate::record::{CONTROL_PAYLOAD, Kind, RecordBuf, RecordReader, RecordWriter};
-use crate::source::{Chunk, Source, spawn_reader};
+use crate::reader::{Chunk, spawn_reader};
+use crate::record::{Kind, RecordBuf, RecordReader, RecordWriter};
+use crate::source::Source;
 use crate::transfer::{self, abort, unstalled, write_failed};
 
 const PEER: &str = "receiver";
@@ -54,8 +58,8 @@ impl Offered {
         &self.code
     }
 
-    /// Waits for the receiver (at most `wait`, if given) and sends the file. Returns the bytes
-    /// sent once the receiver has confirmed that the whole file arrived intact.
+    /// Waits for the receiver (at most `wait`, if given) and sends. Returns the bytes of file
+    /// data that crossed once the receiver has confirmed that everything arrived intact.
     pub async fn run(
         self,
         wait: Option<Duration>,
@@ -90,7 +94,8 @@ impl Offered {
 }
 
 /// Runs the sender's side of a transfer on `stream`, an already paired connection to the
-/// receiver (through a relay, or anything else that carries bytes).
+/// receiver (through a relay, or anything else that carries bytes). Returns the bytes of file
+/// data that crossed (a resumed prefix does not).
 pub async fn send_over<S>(
     stream: S,
     code: &Code,
@@ -102,10 +107,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut writer, mut reader) = transfer::secure(stream, code, Role::Sender, cancel).await?;
-    let mut reply = RecordBuf::new(CONTROL_PAYLOAD);
+    let mut reply = RecordBuf::new(MANIFEST_PAYLOAD);
     let result = tokio::select! {
         r = converse(&mut writer, &mut reader, &mut reply, source, progress) => r,
-        () = cancel.cancelled() => Err(Error::Cancelled("mid-transfer; the receiver keeps nothing")),
+        () = cancel.cancelled() => Err(Error::Cancelled("mid-transfer; the receiver keeps only what it verified")),
     };
     match result {
         Ok(sent) => Ok(sent),
@@ -129,36 +134,66 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let offer = FileOffer {
-        name: source.name().to_string(),
-        size: source.size(),
-    };
-    unstalled(async {
-        writer
-            .send(Kind::Offer, &offer.encode())
-            .await
-            .map_err(write_failed(PEER, "before the transfer started"))
-    })
-    .await?;
-    let answer = unstalled(transfer::read(
-        reader,
-        reply,
-        PEER,
-        "before accepting the file",
-    ))
-    .await?;
-    match answer {
-        Some(Kind::Accept) => {}
-        None => {
-            return Err(Error::PeerVanished {
-                peer: PEER,
-                when: "before accepting the file".into(),
-            });
-        }
-        other => return Err(transfer::unexpected(other, "the receiver's answer")),
+    transfer::greet(writer, reader, PEER).await?;
+    let manifest = source.manifest();
+    for payload in manifest.encode() {
+        send(
+            writer,
+            Kind::Manifest,
+            &payload,
+            "before the transfer started",
+        )
+        .await?;
     }
-    debug!(size = offer.size, "the receiver accepted the file");
-    progress.start(&offer.name, offer.size);
+    let summary = manifest.end();
+    send(
+        writer,
+        Kind::ManifestEnd,
+        &summary.encode(),
+        "before the transfer started",
+    )
+    .await?;
+
+    // The receiver answers with what it already holds, then accepts (or aborts).
+    let mut offers = Vec::new();
+    loop {
+        let answer = unstalled(transfer::read(
+            reader,
+            reply,
+            PEER,
+            "before accepting the files",
+        ))
+        .await?;
+        match answer {
+            Some(Kind::Resume) => ResumeOffer::decode_all(reply.payload(), &mut offers)?,
+            Some(Kind::Accept) => break,
+            None => {
+                return Err(Error::PeerVanished {
+                    peer: PEER,
+                    when: "before accepting the files".into(),
+                });
+            }
+            other => return Err(transfer::unexpected(other, "the receiver's answer")),
+        }
+    }
+    let mut resume = HashMap::new();
+    for offer in offers {
+        let entry = manifest.entries.get(offer.index as usize);
+        let fits = entry.is_some_and(|e| {
+            e.kind == EntryKind::File && e.size.is_some_and(|s| offer.offset <= s)
+        });
+        if !fits || resume.insert(offer.index, offer).is_some() {
+            return Err(Error::Protocol(
+                "the receiver offered an impossible resume".into(),
+            ));
+        }
+    }
+    debug!(
+        entries = summary.entries,
+        resumable = resume.len(),
+        "the receiver accepted"
+    );
+    progress.start(source.name(), manifest.files(), summary.bytes);
 
     // The receiver only speaks again to confirm or to abort; listen for it while sending, so
     // an abort (disk full, say) stops the sender at once with the receiver's reason.
@@ -173,11 +208,11 @@ where
                 Err(e) => e,
             });
         }
-        sent = pump(writer, source, progress) => sent?,
+        sent = pump(writer, source, resume, progress) => sent?,
     };
     debug!(
         sent,
-        "end record sent; waiting for the receiver's confirmation"
+        "all data sent; waiting for the receiver's confirmation"
     );
     // Syncing a large file on a slow disk can take long; the wait stays cancellable.
     match verdict.await {
@@ -187,27 +222,49 @@ where
         }
         Ok(None) => Err(Error::PeerVanished {
             peer: PEER,
-            when: "before confirming the file".into(),
+            when: "before confirming the files".into(),
         }),
         Ok(kind) => Err(transfer::unexpected(kind, "the receiver's confirmation")),
         Err(e) => Err(e),
     }
 }
 
-/// Sends the file's data records and the end record.
+async fn send<W: AsyncWrite + Unpin>(
+    writer: &mut RecordWriter<W>,
+    kind: Kind,
+    payload: &[u8],
+    during: &str,
+) -> Result<()> {
+    unstalled(async {
+        writer
+            .send(kind, payload)
+            .await
+            .map_err(write_failed(PEER, during))
+    })
+    .await
+}
+
+/// Sends every file's start, data and end records, then `Complete`. Returns the data bytes
+/// sent.
 async fn pump<W: AsyncWrite + Unpin>(
     writer: &mut RecordWriter<W>,
     source: Source,
+    resume: HashMap<u32, ResumeOffer>,
     progress: &dyn Progress,
 ) -> Result<u64> {
-    let mut file = spawn_reader(source);
+    let entries: Vec<(String, Option<u64>)> = source
+        .manifest()
+        .entries
+        .iter()
+        .map(|e| (e.path.clone(), e.size))
+        .collect();
+    let mut file = spawn_reader(source, resume);
     let mut sent = 0u64;
     loop {
         let Some(chunk) = file.filled.recv().await else {
             return Err(file.failure().await);
         };
-        let chunk = chunk?;
-        match chunk {
+        match chunk? {
             Chunk::Data(mut buf) => {
                 let n = buf.payload().len() as u64;
                 unstalled(async {
@@ -221,14 +278,19 @@ async fn pump<W: AsyncWrite + Unpin>(
                 progress.advance(n);
                 let _ = file.free.send(buf);
             }
+            Chunk::Start(start) => {
+                if let Some((path, size)) = entries.get(start.index as usize) {
+                    progress.file(path, *size, start.offset);
+                }
+                send(writer, Kind::FileStart, &start.encode(), "mid-transfer").await?;
+            }
             Chunk::End(end) => {
-                unstalled(async {
-                    writer
-                        .send(Kind::End, &end.encode())
-                        .await
-                        .map_err(write_failed(PEER, "mid-transfer"))
-                })
-                .await?;
+                send(writer, Kind::FileEnd, &end.encode(), "mid-transfer").await?;
+                progress.file_done();
+            }
+            Chunk::Note(note) => progress.note(&note),
+            Chunk::Complete => {
+                send(writer, Kind::Complete, &[], "mid-transfer").await?;
                 return Ok(sent);
             }
         }

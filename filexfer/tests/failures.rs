@@ -87,9 +87,7 @@ fn big_transfer_under_way(relay: &Relay, dir: &Scratch) -> (Proc, Proc, std::pat
         &[&relay.host_port(), &code, out.to_str().expect("path")],
     );
     wait_until("receiving started", DEADLINE, || {
-        entries(&out)
-            .iter()
-            .any(|name| std::fs::metadata(out.join(name)).is_ok_and(|m| m.len() > 1 << 20))
+        common::largest_file(&out) > 1 << 20
     });
     (send, recv, out)
 }
@@ -124,8 +122,12 @@ fn a_sender_that_vanishes_mid_transfer_fails_the_receiver() {
     assert!(!recv.wait_exit(DEADLINE).success());
     let line = error_line(&recv, "receive", "sender went away");
     assert!(line.contains("sender went away"), "{line}");
-    // The receiver cleaned up its temporary file itself.
-    assert_eq!(entries(&out), Vec::<String>::new());
+    // No final name; what it verified stays hidden, for a resume.
+    assert_eq!(common::visible(&out), Vec::<String>::new());
+    recv.wait_stderr(
+        "send the same files again into the same OUTDIR to resume",
+        DEADLINE,
+    );
 }
 
 #[test]
@@ -163,12 +165,59 @@ fn an_unreadable_file_fails_before_any_code() {
     );
     assert_eq!(send.rest_of_stdout(DEADLINE), "");
 
-    let mut send = Proc::spawn(
-        "send",
-        &[&relay.host_port(), dir.path().to_str().expect("dir")],
-    );
+    let mut send = Proc::spawn("send", &[&relay.host_port(), "/dev/null"]);
     assert!(!send.wait_exit(DEADLINE).success());
-    error_line(&send, "send", "directory");
+    let line = error_line(&send, "send", "cannot read");
+    assert!(
+        line.contains("it is a device, not a regular file"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_fifo_is_refused_at_once_and_signals_always_work() {
+    let relay = relay();
+    let dir = Scratch::new("fifo");
+    let fifo = dir.join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    // Nobody writes to the FIFO: opening it for reading would block forever.
+    let mut send = Proc::spawn("send", &[&relay.host_port(), &dir.str("pipe")]);
+    assert!(!send.wait_exit(DEADLINE).success(), "a FIFO was offered");
+    let line = error_line(&send, "send", "cannot read");
+    assert!(line.contains("named pipe (FIFO)"), "{line}");
+    assert_eq!(send.rest_of_stdout(DEADLINE), "");
+
+    // In a tree it is skipped with a warning; the rest goes.
+    std::fs::create_dir(dir.join("tree")).expect("tree");
+    std::fs::write(dir.join("tree/a.txt"), b"a").expect("file");
+    std::fs::rename(&fifo, dir.join("tree/pipe")).expect("move fifo");
+    let (mut send, code) = start_send(&relay.host_port(), &dir.str("tree"), &[]);
+    send.wait_stderr("skipping", DEADLINE);
+    let (recv, status) = run_receive(&[&relay.host_port(), &code, &dir.str("out")]);
+    assert!(status.success(), "{}", recv.stderr());
+    assert!(send.wait_exit(DEADLINE).success(), "{}", send.stderr());
+    assert!(
+        send.stderr().contains("named pipe (FIFO)"),
+        "{}",
+        send.stderr()
+    );
+    assert_eq!(entries(&dir.join("out/tree")), ["a.txt"]);
+
+    // A sender reading stdin that never ends still dies on SIGTERM.
+    let mut send = common::Piped::spawn("send", &[&relay.host_port(), "-"]);
+    let code = send.first_line();
+    let mut recv = Proc::spawn("receive", &[&relay.host_port(), &code, "-"]);
+    recv.wait_stderr("receiving", DEADLINE);
+    send.signal("TERM");
+    assert!(!send.wait_exit().success());
+    common::wait_until("send's error line", DEADLINE, || {
+        send.stderr().contains("send: interrupted")
+    });
+    assert!(!recv.wait_exit(DEADLINE).success());
 }
 
 #[test]

@@ -8,8 +8,9 @@ use std::path::Path;
 
 use common::{Scratch, entries, random_file};
 use filexfer::handshake::{Role, handshake};
-use filexfer::message::FileOffer;
-use filexfer::record::{CONTROL_PAYLOAD, Kind, RecordBuf, RecordReader, RecordWriter};
+use filexfer::manifest::{Entry, EntryKind, Manifest};
+use filexfer::message::{FileStart, Hello};
+use filexfer::record::{Kind, RecordBuf, RecordReader, RecordWriter};
 use filexfer::{Code, Error, NoProgress, ReceiveOptions, Source, receive_over, send_over};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_util::sync::CancellationToken;
@@ -21,37 +22,90 @@ fn code() -> Code {
 }
 
 async fn receive_into(stream: DuplexStream, outdir: &Path) -> filexfer::Result<filexfer::Received> {
+    receive_with(stream, outdir, ReceiveOptions::default()).await
+}
+
+async fn receive_with(
+    stream: DuplexStream,
+    outdir: &Path,
+    options: ReceiveOptions,
+) -> filexfer::Result<filexfer::Received> {
     receive_over(
         stream,
         &code(),
         outdir,
-        ReceiveOptions::default(),
+        options,
         &NoProgress,
         &CancellationToken::new(),
     )
     .await
 }
 
-/// A peer that knows the code and offers `name`, then sends `data` and a matching end record.
-/// Returns the receiver's first answer.
-async fn hostile_sender(mut stream: DuplexStream, name: &str, data: &[u8]) -> Option<Kind> {
+fn file(path: &str, size: u64) -> Entry {
+    Entry {
+        kind: EntryKind::File,
+        path: path.into(),
+        size: Some(size),
+        executable: false,
+        mtime: None,
+    }
+}
+
+fn dir(path: &str) -> Entry {
+    Entry {
+        kind: EntryKind::Dir,
+        path: path.into(),
+        size: None,
+        executable: true,
+        mtime: None,
+    }
+}
+
+/// A peer that knows the code and offers `entries` as they are (no checks), then, if accepted,
+/// sends `data` as the first file's content: more than announced when `overrun`. Returns the
+/// receiver's first answer.
+async fn hostile_sender(
+    mut stream: DuplexStream,
+    entries: Vec<Entry>,
+    data: &[u8],
+) -> Option<Kind> {
     let keys = handshake(&mut stream, &code(), Role::Sender)
         .await
         .expect("handshake");
     let (rd, wr) = tokio::io::split(stream);
     let mut writer = RecordWriter::new(wr, keys.sealer);
     let mut reader = RecordReader::new(rd, keys.opener);
-    let offer = FileOffer {
-        name: name.to_string(),
-        size: data.len() as u64,
+    writer
+        .send(Kind::Hello, &Hello::ours().encode())
+        .await
+        .ok()?;
+    let mut reply = RecordBuf::new(64 * 1024);
+    reader.read_record(&mut reply).await.ok()?;
+    // Unchecked: encoded the way Manifest would, whatever the entries say.
+    let manifest = Manifest {
+        entries: entries.clone(),
     };
-    writer.send(Kind::Offer, &offer.encode()).await.ok()?;
-    let mut reply = RecordBuf::new(CONTROL_PAYLOAD);
-    let answer = reader.read_record(&mut reply).await.ok()?;
+    for payload in manifest.encode() {
+        writer.send(Kind::Manifest, &payload).await.ok()?;
+    }
+    writer
+        .send(Kind::ManifestEnd, &manifest.end().encode())
+        .await
+        .ok()?;
+    let answer = loop {
+        match reader.read_record(&mut reply).await.ok()? {
+            Some(Kind::Resume) => continue,
+            other => break other,
+        }
+    };
     if answer == Some(Kind::Accept) {
-        // Even an accepted name gets data that overruns the announced size.
-        let mut buf = RecordBuf::new(data.len() + 10);
-        buf.payload_mut(data.len() + 10).fill(0x41);
+        let start = FileStart {
+            index: 0,
+            offset: 0,
+        };
+        let _ = writer.send(Kind::FileStart, &start.encode()).await;
+        let mut buf = RecordBuf::new(data.len());
+        buf.payload_mut(data.len()).copy_from_slice(data);
         let _ = writer.write_record(Kind::Data, &mut buf).await;
     }
     answer
@@ -75,11 +129,13 @@ async fn hostile_names_never_escape_outdir() {
         "nul\0.txt",
         "evil\u{202E}txt.exe",
         "CON",
-        ".filexfer-0000000000000000.part",
+        ".filexfer-0000000000000000",
     ] {
         let (s, r) = tokio::io::duplex(64 * 1024);
-        let (answer, received) =
-            tokio::join!(hostile_sender(s, name, b"pwned"), receive_into(r, &outdir));
+        let (answer, received) = tokio::join!(
+            hostile_sender(s, vec![file(name, 5)], b"pwned"),
+            receive_into(r, &outdir)
+        );
         let err = received.expect_err(name);
         assert!(matches!(err, Error::NameRefused(_)), "{name:?}: {err}");
         assert_eq!(
@@ -106,18 +162,162 @@ async fn hostile_names_never_escape_outdir() {
 }
 
 #[tokio::test]
+async fn hostile_directory_names_are_refused_before_anything_is_written() {
+    let scratch = Scratch::new("hostile-dirs");
+    let outdir = scratch.join("out");
+    std::fs::create_dir_all(&outdir).expect("outdir");
+    let cases: Vec<(&str, Vec<Entry>)> = vec![
+        (
+            "dot-dot inside",
+            vec![dir("photos"), file("photos/../../escaped", 5)],
+        ),
+        (
+            "dot-dot component",
+            vec![dir("photos"), dir("photos/.."), file("photos/../x", 5)],
+        ),
+        ("absolute", vec![dir("/tmp"), file("/tmp/escaped", 5)]),
+        (
+            "backslash",
+            vec![dir("photos"), file("photos/..\\..\\escaped", 5)],
+        ),
+        ("parent never listed", vec![file("photos/a.jpg", 5)]),
+        (
+            "parent is a file",
+            vec![file("photos", 5), file("photos/a.jpg", 5)],
+        ),
+        (
+            "case twins",
+            vec![
+                dir("photos"),
+                file("photos/A.jpg", 5),
+                file("photos/a.jpg", 5),
+            ],
+        ),
+        (
+            "case twin dirs",
+            vec![dir("photos"), dir("Photos"), file("Photos/x", 5)],
+        ),
+        (
+            "parent in other case",
+            vec![dir("photos"), file("PHOTOS/x", 5)],
+        ),
+        (
+            "device name",
+            vec![dir("photos"), file("photos/nul.txt", 5)],
+        ),
+        (
+            "device dir",
+            vec![dir("photos"), dir("photos/COM1"), file("photos/COM1/x", 5)],
+        ),
+        ("listed twice", vec![dir("photos"), dir("photos")]),
+        (
+            "temporary prefix",
+            vec![dir("photos"), file("photos/.filexfer-x", 5)],
+        ),
+        ("empty component", vec![dir("photos"), file("photos//x", 5)]),
+        (
+            "control character",
+            vec![dir("pho\ntos"), file("pho\ntos/x", 5)],
+        ),
+    ];
+    for (why, list) in cases {
+        let (s, r) = tokio::io::duplex(64 * 1024);
+        let (answer, received) =
+            tokio::join!(hostile_sender(s, list, b"pwned"), receive_into(r, &outdir));
+        let err = received.expect_err(why);
+        assert!(
+            matches!(err, Error::NameRefused(_) | Error::Protocol(_)),
+            "{why}: {err}"
+        );
+        assert_eq!(answer, Some(Kind::Abort), "{why}: the sender was not told");
+        assert_eq!(entries(scratch.path()), ["out"], "{why}: something escaped");
+        assert_eq!(entries(&outdir), Vec::<String>::new(), "{why}: written");
+    }
+}
+
+#[tokio::test]
+async fn a_planted_link_in_outdir_is_never_followed_even_with_force() {
+    let scratch = Scratch::new("planted-link");
+    let outdir = scratch.join("out");
+    let outside = scratch.join("outside");
+    std::fs::create_dir_all(&outdir).expect("outdir");
+    std::fs::create_dir_all(&outside).expect("outside");
+    std::os::unix::fs::symlink(&outside, outdir.join("photos")).expect("link");
+    let (s, r) = tokio::io::duplex(64 * 1024);
+    let force = ReceiveOptions {
+        force: true,
+        ..ReceiveOptions::default()
+    };
+    let (answer, received) = tokio::join!(
+        hostile_sender(s, vec![dir("photos"), file("photos/x", 5)], b"pwned"),
+        receive_with(r, &outdir, force)
+    );
+    assert!(received.is_err(), "merged through a link");
+    assert_eq!(answer, Some(Kind::Abort));
+    assert_eq!(
+        entries(&outside),
+        Vec::<String>::new(),
+        "written through the link"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_of_an_incompatible_version_is_named_with_both_versions() {
+    let scratch = Scratch::new("versions");
+    let outdir = scratch.join("out");
+    let (mut s, r) = tokio::io::duplex(64 * 1024);
+    let future_sender = async move {
+        let keys = handshake(&mut s, &code(), Role::Sender)
+            .await
+            .expect("handshake");
+        let (rd, wr) = tokio::io::split(s);
+        let mut writer = RecordWriter::new(wr, keys.sealer);
+        let mut reader = RecordReader::new(rd, keys.opener);
+        let hello = Hello {
+            version: 9,
+            min_version: 7,
+            release: "9.1.0".into(),
+        };
+        writer.send(Kind::Hello, &hello.encode()).await.ok()?;
+        let mut reply = RecordBuf::new(64 * 1024);
+        reader.read_record(&mut reply).await.ok()?; // its hello
+        reader.read_record(&mut reply).await.ok()? // then its verdict
+    };
+    let both = async { tokio::join!(future_sender, receive_into(r, &outdir)) };
+    let (answer, received) = tokio::time::timeout(relay_test_support::DEADLINE, both)
+        .await
+        .expect("the receiver neither refused nor went on within the deadline");
+    let err = received.expect_err("incompatible versions agreed");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("the sender speaks file-transfer protocol 7-9 (release 9.1.0)")
+            && msg.contains("this program speaks 2-2 (release "),
+        "{msg}"
+    );
+    assert_eq!(answer, Some(Kind::Abort), "the other side was not told");
+}
+
+#[tokio::test]
 async fn more_data_than_announced_is_refused() {
     let scratch = Scratch::new("overrun");
     let outdir = scratch.join("out");
     let (s, r) = tokio::io::duplex(64 * 1024);
     let (answer, received) = tokio::join!(
-        hostile_sender(s, "fine.txt", b"12345"),
+        hostile_sender(s, vec![file("fine.txt", 5)], b"123456789"),
         receive_into(r, &outdir)
     );
     assert_eq!(answer, Some(Kind::Accept));
     let err = received.expect_err("overrun accepted");
     assert!(matches!(err, Error::Corrupt(_)), "{err}");
-    assert_eq!(entries(&outdir), Vec::<String>::new());
+    assert_eq!(visible(&outdir), Vec::<String>::new());
+}
+
+/// The names in `dir` a user sees (not the hidden staging directory).
+fn visible(dir: &Path) -> Vec<String> {
+    entries(dir)
+        .into_iter()
+        .filter(|n| !n.starts_with(".filexfer-"))
+        .collect()
 }
 
 /// Runs a real sender and receiver through a "relay" that hands every byte to `tamper`
@@ -193,7 +393,11 @@ async fn a_relay_that_flips_a_bit_is_caught() {
     assert!(matches!(err, Error::Corrupt(_)), "{err}");
     let err = sent.expect_err("sender saw success");
     assert!(err.to_string().contains("corrupted"), "{err}");
-    assert_eq!(entries(&dir.join("out")), Vec::<String>::new());
+    assert_eq!(
+        entries(&dir.join("out")),
+        Vec::<String>::new(),
+        "corrupt data kept"
+    );
 }
 
 #[tokio::test]
@@ -215,7 +419,7 @@ async fn a_relay_that_cuts_the_stream_is_caught() {
         ),
         "{err}"
     );
-    assert_eq!(entries(&dir.join("out")), Vec::<String>::new());
+    assert_eq!(visible(&dir.join("out")), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -225,5 +429,10 @@ async fn an_honest_relay_delivers() {
     let received = received.expect("receive");
     assert_eq!(sent.expect("send"), received.size);
     let original = std::fs::read(dir.join("data.bin")).expect("original");
-    assert!(std::fs::read(&received.path).expect("copy") == original);
+    assert!(std::fs::read(&received.paths[0]).expect("copy") == original);
+    assert_eq!(
+        entries(&dir.join("out")),
+        ["data.bin"],
+        "staging left behind"
+    );
 }

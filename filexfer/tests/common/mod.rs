@@ -20,6 +20,21 @@ impl Scratch {
         Scratch(dir)
     }
 
+    /// Like [`Scratch::new`], on /dev/shm when there is one: for big files that the disk
+    /// should not slow down (or wear).
+    pub fn in_memory(test: &str) -> Scratch {
+        let base = Path::new("/dev/shm");
+        let base = if base.is_dir() {
+            base.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("filexfer-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -107,6 +122,30 @@ pub fn error_line(proc: &Proc, program: &str, needle: &str) -> String {
     line
 }
 
+/// The names in `dir` a user sees: everything but the hidden staging directory of an
+/// interrupted transfer.
+pub fn visible(dir: &Path) -> Vec<String> {
+    entries(dir)
+        .into_iter()
+        .filter(|n| !n.starts_with(".filexfer-"))
+        .collect()
+}
+
+/// The size of the largest file anywhere under `dir` (0 if none).
+pub fn largest_file(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => largest_file(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Polls `cond` every few milliseconds until it holds or `deadline` passes.
 pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
@@ -149,4 +188,127 @@ pub fn skip(test: &str, reason: &str) {
 /// A relay as `Relay::start` runs it.
 pub fn relay() -> Relay {
     Relay::start(&[])
+}
+
+/// A binary run with its stdin as a pipe this test writes to (or holds open), and its stdout
+/// kept as raw bytes: for `send RELAY -` and `receive RELAY CODE -`. Killed on drop.
+#[derive(Debug)]
+pub struct Piped {
+    child: std::process::Child,
+    /// The write end of its stdin; dropping it gives the program EOF.
+    pub stdin: Option<std::process::ChildStdin>,
+    stdout: std::sync::mpsc::Receiver<Vec<u8>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Piped {
+    pub fn spawn(name: &str, args: &[&str]) -> Piped {
+        use std::io::Read;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(relay_test_support::bin(name))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "info")
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let (tx, stdout) = std::sync::mpsc::channel();
+        let mut out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .expect("stderr")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let stdin = child.stdin.take();
+        Piped {
+            child,
+            stdin,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr").clone()
+    }
+
+    /// Stdout up to the first newline (without it); waits at most [`DEADLINE`].
+    pub fn first_line(&mut self) -> String {
+        let end = Instant::now() + DEADLINE;
+        let mut got = Vec::new();
+        while !got.contains(&b'\n') {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(chunk) => got.extend_from_slice(&chunk),
+                Err(_) => panic!("no stdout line; stderr:\n{}", self.stderr()),
+            }
+        }
+        let line = got.split(|&b| b == b'\n').next().unwrap_or_default();
+        String::from_utf8_lossy(line).into_owned()
+    }
+
+    /// All stdout until the program closes it, as raw bytes.
+    pub fn all_stdout(&mut self) -> Vec<u8> {
+        let end = Instant::now() + DEADLINE;
+        let mut got = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(chunk) => got.extend_from_slice(&chunk),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return got,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("stdout still open; stderr:\n{}", self.stderr())
+                }
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the exit (at most [`DEADLINE`]).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "did not exit; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Piped {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,5 +1,6 @@
-//! `receive RELAYHOST:RELAYPORT CODE OUTDIR`: receive the file offered under CODE into OUTDIR,
-//! verified end to end before it gets its name.
+//! `receive RELAYHOST:RELAYPORT CODE OUTDIR`: receive what was offered under CODE into OUTDIR
+//! (or, with `-`, a single file or text to stdout), verified end to end before anything gets
+//! its final name.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use filexfer::{Code, ReceiveOptions, receive_with};
 use filexfer_cli::{Side, StderrProgress};
 use relay_bin::{init_logging, parse_relay, shutdown_on_signal};
 
-/// Receive a file sent with `send`, into OUTDIR under the sender's file name.
+/// Receive files, directories or a text sent with `send`, into OUTDIR under the sender's names.
 #[derive(Debug, Parser)]
 #[command(version, max_term_width = 100)]
 struct Args {
@@ -21,10 +22,11 @@ struct Args {
     #[arg(value_parser = parse_code)]
     code: Code,
 
-    /// Directory to write the file into (created if missing).
+    /// Directory to write into (created if missing); `-` writes a single file or text to
+    /// stdout. A text always goes to stdout.
     outdir: PathBuf,
 
-    /// Replace an existing file of the same name.
+    /// Replace existing files of the same names (directories are merged, never replaced).
     #[arg(long, short)]
     force: bool,
 
@@ -48,8 +50,11 @@ fn main() -> ExitCode {
         init_logging("warn");
     }
     let progress = StderrProgress::new(Side::Receive, args.quiet);
-    let options = ReceiveOptions { force: args.force };
-    relay_bin::run("receive", 0, async {
+    let options = ReceiveOptions {
+        force: args.force,
+        stdout: args.outdir.as_os_str() == "-",
+    };
+    filexfer_cli::run("receive", async {
         let cancel = shutdown_on_signal();
         let connect = relay_core::client::ConnectConfig {
             tls: args.tls.client_tls().map_err(filexfer::Error::from_relay)?,
@@ -67,7 +72,14 @@ fn main() -> ExitCode {
         )
         .await;
         // The error line must not land in the middle of a progress bar.
-        received.map(drop).inspect_err(|_| progress.clear())
+        let received = received.inspect_err(|_| progress.clear())?;
+        if let Some(text) = received.text {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+        Ok::<(), filexfer::Error>(())
     })
 }
 

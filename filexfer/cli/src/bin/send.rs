@@ -1,5 +1,6 @@
-//! `send RELAYHOST:RELAYPORT FILE`: offer a file through the relay and send it, end-to-end
-//! encrypted, to whoever presents the code printed on stdout.
+//! `send RELAYHOST:RELAYPORT PATH...`: offer files and directories (or stdin, or a text)
+//! through the relay and send them, end-to-end encrypted, to whoever presents the code printed
+//! on stdout.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,8 +11,8 @@ use filexfer::{Offered, Source};
 use filexfer_cli::{Side, StderrProgress};
 use relay_bin::{init_logging, parse_duration, parse_relay, shutdown_on_signal};
 
-/// Send a file through a relay. Prints the code for `receive` on stdout (one line, nothing
-/// else); everything for people goes to stderr.
+/// Send files and directories through a relay. Prints the code for `receive` on stdout (one
+/// line, nothing else); everything for people goes to stderr.
 #[derive(Debug, Parser)]
 #[command(version, max_term_width = 100)]
 struct Args {
@@ -19,8 +20,17 @@ struct Args {
     #[arg(value_parser = parse_relay)]
     relay: String,
 
-    /// The file to send.
-    file: PathBuf,
+    /// Files and directories to send (directories with everything in them); `-` sends stdin.
+    #[arg(required_unless_present = "text", conflicts_with = "text")]
+    paths: Vec<PathBuf>,
+
+    /// Send this text instead of files; `receive` prints it on its stdout.
+    #[arg(long)]
+    text: Option<String>,
+
+    /// The name the receiver stores stdin under (with `-`).
+    #[arg(long, default_value = "stdin")]
+    name: String,
 
     /// Print nothing on stderr but errors.
     #[arg(long, short)]
@@ -47,7 +57,7 @@ fn main() -> ExitCode {
         init_logging("warn");
     }
     let progress = StderrProgress::new(Side::Send, args.quiet);
-    relay_bin::run("send", 0, async {
+    filexfer_cli::run("send", async {
         // The error line must not land in the middle of a progress bar.
         run(&args, &progress)
             .await
@@ -58,7 +68,26 @@ fn main() -> ExitCode {
 async fn run(args: &Args, progress: &StderrProgress) -> filexfer::Result<()> {
     let cancel = shutdown_on_signal();
     // Everything that can be checked locally is checked before a code exists.
-    let source = Source::open(&args.file)?;
+    let source = if let Some(text) = &args.text {
+        Source::text(text)?
+    } else if args.paths.len() == 1 && args.paths[0].as_os_str() == "-" {
+        Source::stdin(&args.name)?
+    } else {
+        let paths = args.paths.clone();
+        // Walking a big tree takes a while and touches the disk: off the runtime, and
+        // interruptible.
+        let walk = tokio::task::spawn_blocking(move || Source::paths(&paths));
+        tokio::select! {
+            s = walk => s.map_err(|e| filexfer::Error::LocalThread {
+                thread: "the directory walk",
+                cause: e.to_string(),
+            })??,
+            () = cancel.cancelled() => return Err(filexfer::Error::Cancelled("while listing the files")),
+        }
+    };
+    for warning in source.warnings() {
+        progress.line(warning);
+    }
     let connect = relay_core::client::ConnectConfig {
         tls: args.tls.client_tls().map_err(filexfer::Error::from_relay)?,
         token: args.token.clone(),

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# send/receive side by side with a plain socket copy, magic-wormhole and wormhole-william, on
+# the same data in the same run, everything on loopback with local servers:
+#
+#   filexfer/scripts/compare.sh [--no-build] [ROUNDS=3]
+#
+# Data (on /dev/shm when there is one, removed at the end): one 1 GiB random file, and a tree
+# of 10,000 random files of 1-40 KiB (about 200 MiB) in 100 directories.
+#
+#   plain             nc | nc for the file, tar | nc | tar for the tree (no relay, no crypto)
+#   send/receive      through our relay (release build), receiver writing to the same tmpfs
+#   magic-wormhole    Debian's `wormhole` with a local mailbox server (pip:
+#                     magic-wormhole-mailbox-server) and Debian's transit relay, both sides
+#                     --no-listen so the data must go through the transit relay
+#   wormhole-william  only with WILLIAM=1: Debian's 1.0.6 has no option for the transit relay
+#                     (it always resolves transit.magic-wormhole.io and gives up without DNS,
+#                     leaving its receiver waiting) nor to refuse direct connections, so where
+#                     it runs at all it connects directly: an upper bound, not a relayed figure
+#
+# Prints, per tool and data set, the median MB/s (payload bytes / wall time from starting the
+# receiver until both sides exited), the ratio to plain, and the median time from starting the
+# sender until its code is printed. Tools that are missing are skipped with a note.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$CARGO_TARGET_DIR/release
+if [ "${1:-}" = "--no-build" ]; then
+    shift
+else
+    echo "building release binaries..." >&2
+    (cd "$ROOT" && cargo build --release --quiet -p relay-bin -p filexfer-cli)
+fi
+ROUNDS=${1:-3}
+BASE=/dev/shm
+[ -d "$BASE" ] || BASE=${TMPDIR:-/tmp}
+WORK=$(mktemp -d "$BASE/filexfer-compare.XXXXXX")
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+now() { date +%s.%N; }
+
+echo "making data in $WORK..." >&2
+mkdir -p "$WORK/src/tree"
+head -c 1G /dev/urandom >"$WORK/src/big.bin"
+python3 - "$WORK/src/tree" <<'EOF'
+import os, random, sys
+root = sys.argv[1]
+rng = random.Random(11)
+for d in range(100):
+    os.makedirs(f"{root}/d{d:03}", exist_ok=True)
+    for f in range(100):
+        with open(f"{root}/d{d:03}/f{f:03}.bin", "wb") as out:
+            out.write(os.urandom(rng.randint(1024, 40 * 1024)))
+EOF
+FILE_BYTES=$(stat -c %s "$WORK/src/big.bin")
+TREE_BYTES=$(du -sb --apparent-size "$WORK/src/tree" | cut -f1)
+
+"$BIN/relay" 127.0.0.1:0 2>"$WORK/relay.log" &
+PIDS+=("$!")
+for _ in $(seq 100); do grep -qs 'control=' "$WORK/relay.log" && break; sleep 0.05; done
+RELAY=$(grep -o 'control=[0-9.:]*' "$WORK/relay.log" | head -1 | cut -d= -f2)
+
+HAVE_WORMHOLE=0
+MAILBOX_PORT=$(free_port)
+TRANSIT_PORT=$(free_port)
+# twistd3 runs Debian's python3; the mailbox server must be importable there.
+if command -v twistd3 >/dev/null && /usr/bin/python3 -c 'import wormhole_mailbox_server' 2>/dev/null; then
+    (cd "$WORK" && exec twistd3 -n --pidfile= wormhole-mailbox --port="tcp:$MAILBOX_PORT:interface=127.0.0.1" \
+        >"$WORK/mailbox.log" 2>&1) &
+    PIDS+=("$!")
+    (cd "$WORK" && exec twistd3 -n --pidfile= transitrelay --port="tcp:$TRANSIT_PORT:interface=127.0.0.1" \
+        >"$WORK/transit.log" 2>&1) &
+    PIDS+=("$!")
+    sleep 3
+    HAVE_WORMHOLE=1
+else
+    echo "note: twistd3 or wormhole_mailbox_server missing: wormhole tools skipped" >&2
+fi
+MAILBOX="ws://127.0.0.1:$MAILBOX_PORT/v1"
+
+# One transfer. Sets RATE (MB/s) and CODE_SECS (sender start to code; empty when none).
+# $1 tool, $2 what (file|tree)
+transfer() {
+    local tool=$1 what=$2 src out code t0 t1 t2 sp rp
+    out="$WORK/out"
+    rm -rf "$out"
+    mkdir -p "$out"
+    if [ "$what" = file ]; then src=$WORK/src/big.bin; else src=$WORK/src/tree; fi
+    CODE_SECS=
+    rm -f "$WORK/code" "$WORK/code.out"
+    t0=$(now)
+    case $tool in
+    plain)
+        local port
+        port=$(free_port)
+        if [ "$what" = file ]; then
+            nc -l 127.0.0.1 "$port" >"$out/big.bin" &
+        else
+            (nc -l 127.0.0.1 "$port" | tar -C "$out" -xf -) &
+        fi
+        rp=$!
+        sleep 0.2
+        t1=$(now)
+        if [ "$what" = file ]; then
+            nc -N 127.0.0.1 "$port" <"$src"
+        else
+            tar -C "$WORK/src" -cf - tree | nc -N 127.0.0.1 "$port"
+        fi
+        wait "$rp"
+        ;;
+    send)
+        "$BIN/send" --quiet "$RELAY" "$src" >"$WORK/code" &
+        sp=$!
+        while [ ! -s "$WORK/code" ]; do sleep 0.005; done
+        CODE_SECS=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
+        code=$(head -1 "$WORK/code")
+        t1=$(now)
+        "$BIN/receive" --quiet "$RELAY" "$code" "$out"
+        wait "$sp"
+        ;;
+    wormhole)
+        wormhole --relay-url "$MAILBOX" --transit-helper "tcp:127.0.0.1:$TRANSIT_PORT" \
+            send --no-listen --hide-progress "$src" 2>"$WORK/code" >/dev/null &
+        sp=$!
+        until grep -qs 'Wormhole code is' "$WORK/code"; do sleep 0.005; done
+        CODE_SECS=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
+        code=$(grep -o 'Wormhole code is: [^ ]*' "$WORK/code" | awk '{ print $4 }')
+        t1=$(now)
+        (cd "$out" && wormhole --relay-url "$MAILBOX" --transit-helper "tcp:127.0.0.1:$TRANSIT_PORT" \
+            receive --no-listen --accept-file --hide-progress "$code" >/dev/null 2>&1)
+        wait "$sp"
+        ;;
+    william)
+        wormhole-william --relay-url "$MAILBOX" send --hide-progress "$src" 2>"$WORK/code" >"$WORK/code.out" &
+        sp=$!
+        until grep -qs 'Wormhole code is' "$WORK/code" "$WORK/code.out"; do sleep 0.005; done
+        CODE_SECS=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
+        code=$(cat "$WORK/code" "$WORK/code.out" | grep -o 'Wormhole code is: [^ ]*' | awk '{ print $4 }')
+        t1=$(now)
+        (cd "$out" && wormhole-william --relay-url "$MAILBOX" receive --hide-progress "$code" >/dev/null 2>&1)
+        wait "$sp"
+        ;;
+    esac
+    t2=$(now)
+    local bytes=$FILE_BYTES
+    [ "$what" = tree ] && bytes=$TREE_BYTES
+    # Check what arrived before believing the time.
+    local got
+    got=$(du -sb --apparent-size "$out" | cut -f1)
+    if ((got < bytes)); then
+        echo "  $tool $what: only $got of $bytes bytes arrived" >&2
+        RATE=0
+        return
+    fi
+    RATE=$(awk -v b="$bytes" -v a="$t1" -v c="$t2" 'BEGIN { printf "%.0f", b / (c - a) / 1e6 }')
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+TOOLS=(plain send)
+((HAVE_WORMHOLE)) && command -v wormhole >/dev/null && TOOLS+=(wormhole)
+((HAVE_WORMHOLE)) && [ "${WILLIAM:-0}" = 1 ] && command -v wormhole-william >/dev/null && TOOLS+=(william)
+
+echo "1 GiB file: $FILE_BYTES bytes; tree: 10,000 files, $TREE_BYTES bytes; $ROUNDS rounds; load $(cut -d' ' -f1-3 /proc/loadavg)"
+for what in file tree; do
+    declare -A RATES=() CODES=()
+    for round in $(seq 1 "$ROUNDS"); do
+        for tool in "${TOOLS[@]}"; do
+            transfer "$tool" "$what"
+            RATES[$tool]+="$RATE "
+            CODES[$tool]+="${CODE_SECS:-} "
+            echo "  round $round $what $tool: $RATE MB/s${CODE_SECS:+, code after $CODE_SECS s}" >&2
+        done
+    done
+    plain=$(echo "${RATES[plain]}" | tr ' ' '\n' | grep . | median)
+    for tool in "${TOOLS[@]}"; do
+        rate=$(echo "${RATES[$tool]}" | tr ' ' '\n' | grep . | median)
+        codes=$(echo "${CODES[$tool]}" | tr ' ' '\n' | grep . || true)
+        code=-
+        [ -n "$codes" ] && code="$(echo "$codes" | median) s"
+        printf '%-5s %-17s %6s MB/s  %5s x plain  code after %s\n' "$what" "$tool" "$rate" \
+            "$(awk -v r="$rate" -v p="$plain" 'BEGIN { printf "%.2f", r / p }')" "$code"
+    done
+    unset RATES CODES
+done
+rm -rf "$WORK/out"
