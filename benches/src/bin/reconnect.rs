@@ -42,9 +42,15 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    restarts(args.restarts, Duration::from_secs_f64(args.down));
-    outage(Duration::from_secs_f64(args.outage), args.visitor_rate);
-    storms(args.clients, args.storms);
+    if args.restarts > 0 {
+        restarts(args.restarts, Duration::from_secs_f64(args.down));
+    }
+    if args.outage > 0.0 {
+        outage(Duration::from_secs_f64(args.outage), args.visitor_rate);
+    }
+    if args.storms > 0 {
+        storms(args.clients, args.storms);
+    }
 }
 
 /// Polls until `public` echoes, within a minute; returns how long that took.
@@ -136,7 +142,16 @@ fn footprint(relay: &Relay) -> (u64, usize) {
 }
 
 fn storms(clients: usize, storms: usize) {
-    let relay = Relay::start(&[]);
+    // Every client here comes from 127.0.0.1: lift the per-address shares meant for strangers.
+    let share = clients.to_string();
+    let relay = Relay::start(&[
+        "--max-ports-per-addr",
+        &share,
+        "--max-sessions-per-addr",
+        &share,
+        "--max-handshakes-per-addr",
+        &share,
+    ]);
     let forwarder = Forwarder::start(relay.addr);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let config = TunnelConfig {
