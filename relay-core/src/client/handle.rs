@@ -85,7 +85,8 @@ impl Shared {
     }
 
     pub(super) async fn shutdown(&self, grace: Duration) {
-        for index in 0..self.accepting.borrow().len() {
+        let tunnels = self.accepting.borrow().len();
+        for index in 0..tunnels {
             self.stop_accepting(index);
         }
         self.streams.close();
