@@ -12,8 +12,14 @@ use tokio::net::TcpStream;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_listener_keeps_its_streams_and_the_session_ends_with_the_last() {
     // Like a TcpListener: dropping it turns new visitors away, but the streams it accepted
-    // live on; the session (and the public port) ends with the last of them.
-    let relay = TestRelay::default().await;
+    // live on; the session (and the public port) ends with the last of them. A goodbye would
+    // give them only the relay's drain time, kept short here.
+    let drain = Duration::from_millis(200);
+    let relay = TestRelay::start(RelayConfig {
+        drain_timeout: drain,
+        ..RelayConfig::default()
+    })
+    .await;
     let listener = relay.tunnel().await;
     let addr = public(&listener);
     let server = serve_echo(listener, Vec::new());
@@ -39,6 +45,8 @@ async fn dropping_the_listener_keeps_its_streams_and_the_session_ends_with_the_l
     })
     .await;
     assert!(turned_away.was_reset(), "{turned_away:?}");
+    // Not a wait for an event: the stream must outlive what a drain would have allowed.
+    tokio::time::sleep(drain * 3).await;
     // The visitor inside keeps being served, through to a clean end.
     let payload = payload(7, 256 * 1024);
     let (mut r, mut w) = visitor.split();
