@@ -44,9 +44,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             end = lost.ended() => eprintln!("session ended: {end}"),
         }
     };
-    axum::serve(listener, app.into_make_service_with_connect_info::<Visitor>())
-        .with_graceful_shutdown(stop)
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<Visitor>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await?;
     // Every connection is closed by now, each with a clean end: say goodbye and wait until the
     // relay has let the last bytes through.
     session.shutdown(GRACE).await;
@@ -67,8 +70,7 @@ async fn slow() -> Body {
 }
 
 /// Five lines, 200 ms apart.
-fn five_lines()
--> impl futures::stream::Stream<Item = Result<String, std::convert::Infallible>> {
+fn five_lines() -> impl futures::stream::Stream<Item = Result<String, std::convert::Infallible>> {
     futures::stream::unfold(0, |i| async move {
         if i == 5 {
             return None;

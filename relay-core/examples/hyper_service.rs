@@ -55,7 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("shutting down");
     // No new visitors; each connection finishes the request in flight and closes cleanly.
     listener.stop_accepting();
-    if tokio::time::timeout(GRACE, connections.shutdown()).await.is_err() {
+    if tokio::time::timeout(GRACE, connections.shutdown())
+        .await
+        .is_err()
+    {
         eprintln!("connections still open after {GRACE:?}");
     }
     // Say goodbye and wait until the relay has let the last bytes through.

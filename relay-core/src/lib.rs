@@ -87,8 +87,8 @@ pub mod splice;
 #[cfg(feature = "axum")]
 pub use client::TunnelAddr;
 pub use client::{
-    Incoming, IncomingVisitor, PublicAddr, Reconnect, SessionHandle, TunnelConfig,
-    TunnelListener, TunnelStream, Visitor,
+    Incoming, IncomingVisitor, PublicAddr, Reconnect, SessionHandle, TunnelConfig, TunnelListener,
+    TunnelStream, Visitor,
 };
 pub use ending::SessionEnd;
 pub use error::{Error, Result};

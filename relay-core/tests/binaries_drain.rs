@@ -47,7 +47,11 @@ fn echo_across_sigterm(mut client: Proc, trial: usize) {
     assert!(back == data, "trial {trial}: echo differs");
     drop(visitor);
     let status = client.wait_exit(DEADLINE);
-    assert!(status.success(), "trial {trial}: {status}; {}", client.stderr());
+    assert!(
+        status.success(),
+        "trial {trial}: {status}; {}",
+        client.stderr()
+    );
 }
 
 #[test]

@@ -117,7 +117,10 @@ async fn shutdown_waits_for_a_long_answer_in_flight_then_frees_the_port() {
     });
     let started = Instant::now();
     within("shutdown", listener.shutdown(Duration::from_secs(10))).await;
-    assert!(serving.is_finished(), "shutdown returned before the stream was done");
+    assert!(
+        serving.is_finished(),
+        "shutdown returned before the stream was done"
+    );
     assert!(started.elapsed() < Duration::from_secs(8));
     serving.await.expect("join").expect("served");
     let back = within("answer", reading)
@@ -147,10 +150,7 @@ async fn a_stream_still_open_after_the_grace_is_reset_and_shutdown_returns() {
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        within("ended", session.ended()).await,
-        SessionEnd::Closed
-    );
+    assert_eq!(within("ended", session.ended()).await, SessionEnd::Closed);
     let mut rest = Vec::new();
     let end = within("visitor cut", visitor.read_to_end(&mut rest)).await;
     assert!(is_reset(&end), "expected a reset, got {end:?}");
@@ -175,15 +175,24 @@ async fn incoming_and_poll_accept_deliver_visitors_like_accept() {
         tokio::spawn(answer_after_eof(stream, b"ok".to_vec()));
     }
     for v in visitors {
-        assert_eq!(within("answer", v).await.expect("join").expect("visit"), b"ok");
+        assert_eq!(
+            within("answer", v).await.expect("join").expect("visit"),
+            b"ok"
+        );
     }
     // poll_accept, driven by hand.
     let v = tokio::spawn(visit(addr, b"polled"));
-    let (stream, _) = within("poll_accept", std::future::poll_fn(|cx| listener.poll_accept(cx)))
-        .await
-        .expect("accept");
+    let (stream, _) = within(
+        "poll_accept",
+        std::future::poll_fn(|cx| listener.poll_accept(cx)),
+    )
+    .await
+    .expect("accept");
     tokio::spawn(answer_after_eof(stream, b"ok".to_vec()));
-    assert_eq!(within("answer", v).await.expect("join").expect("visit"), b"ok");
+    assert_eq!(
+        within("answer", v).await.expect("join").expect("visit"),
+        b"ok"
+    );
     // After the tunnel stops, the stream yields the reason once and ends.
     listener.stop_accepting();
     let mut incoming = listener.incoming();

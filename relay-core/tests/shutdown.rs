@@ -37,7 +37,10 @@ async fn dropping_the_listener_keeps_its_streams_and_the_session_ends_with_the_l
     let turned_away = within("new visitor turned away", async {
         loop {
             let v = visit_apart(addr, b"hello").await;
-            assert!(v.read.as_ref().is_ok_and(|b| b.is_empty()) || v.was_reset(), "{v:?}");
+            assert!(
+                v.read.as_ref().is_ok_and(|b| b.is_empty()) || v.was_reset(),
+                "{v:?}"
+            );
             if v.was_reset() || v.sent.is_err() {
                 return v;
             }

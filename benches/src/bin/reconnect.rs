@@ -155,7 +155,10 @@ fn storms(clients: usize, storms: usize) {
         forwarder.cut_all();
         let started = Instant::now();
         while forwarder.connections() < (clients * (n + 1)) as u64 {
-            assert!(started.elapsed() < Duration::from_secs(120), "clients did not return");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "clients did not return"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     };

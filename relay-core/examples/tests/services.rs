@@ -61,7 +61,8 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).ok()?.trim(), 16).ok()?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).ok()?.trim(), 16).ok()?;
         raw = &raw[line_end + 2..];
         if size == 0 {
             return Some(out);
@@ -91,7 +92,12 @@ fn serves_get_echo_and_concurrent_requests(name: &str) {
     // The handler sees the visitor's own address.
     let text = String::from_utf8_lossy(&hello.body).into_owned();
     assert!(text.starts_with("hello, 127.0.0.1:"), "{text}");
-    let port: u16 = text.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+    let port: u16 = text
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
     assert_ne!(port, relay.port());
 
     let big = payload(10 * 1024 * 1024);
@@ -146,21 +152,31 @@ fn a_long_answer_in_flight_at_sigterm_completes_with_a_clean_end_20_of_20() {
         }
         service.signal("TERM");
         // Every line, then a clean end of stream (a reset fails `read_to_end`).
-        s.read_to_end(&mut raw)
-            .unwrap_or_else(|e| panic!("trial {trial}: {e} after {:?}", String::from_utf8_lossy(&raw)));
+        s.read_to_end(&mut raw).unwrap_or_else(|e| {
+            panic!(
+                "trial {trial}: {e} after {:?}",
+                String::from_utf8_lossy(&raw)
+            )
+        });
         let response = parse(&raw).expect("response");
         let body = String::from_utf8_lossy(&response.body).into_owned();
         assert_eq!(
-            body,
-            "line 0\nline 1\nline 2\nline 3\nline 4\n",
+            body, "line 0\nline 1\nline 2\nline 3\nline 4\n",
             "trial {trial}: {response:?}"
         );
         // The visitor closes its side, as a browser would; the service exits, having said
         // goodbye: a new visitor finds the port closed.
         let _ = s.shutdown(Shutdown::Both);
         let status = service.wait_exit(DEADLINE);
-        assert!(status.success(), "trial {trial}: {status}; {}", service.stderr());
+        assert!(
+            status.success(),
+            "trial {trial}: {status}; {}",
+            service.stderr()
+        );
         let refused = TcpStream::connect(&public);
-        assert!(refused.is_err(), "trial {trial}: port still open after exit");
+        assert!(
+            refused.is_err(),
+            "trial {trial}: port still open after exit"
+        );
     }
 }

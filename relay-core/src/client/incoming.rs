@@ -248,7 +248,10 @@ async fn read_header(stream: Substream, timeout: Duration) -> Option<Routed> {
 /// Refuses a visitor of a tunnel that stopped accepting, without waiting for the answer to go
 /// out. (Without a runtime, dropping the stream resets the visitor instead.)
 fn refuse_later(announced: Announced) {
-    debug!(visitor.id = announced.visitor.id, "refusing visitor: tunnel not accepting");
+    debug!(
+        visitor.id = announced.visitor.id,
+        "refusing visitor: tunnel not accepting"
+    );
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(refuse(announced.stream, NOT_ACCEPTING));
     }

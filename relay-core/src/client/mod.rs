@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-pub use rendezvous::{Offer, PairedStream, claim, claim_with, offer, offer_with};
-pub use session::Reconnect;
 #[cfg(feature = "axum")]
 pub use axum::TunnelAddr;
 pub use handle::SessionHandle;
+pub use rendezvous::{Offer, PairedStream, claim, claim_with, offer, offer_with};
+pub use session::Reconnect;
 pub use stream::TunnelStream;
 pub use tunnel::{Incoming, PublicAddr, TunnelConfig, TunnelListener};
 pub use visitor::{IncomingVisitor, Visitor};

@@ -196,7 +196,14 @@ async fn serve(
     let closed: Vec<CancellationToken> = ports.iter().map(|_| CancellationToken::new()).collect();
     let accepting = join_all(ports.iter().zip(&limits).zip(&closed).enumerate().map(
         |(i, ((port, limit), closed))| {
-            accept_visitors(&port.listener, i as u16, tunnel.clone(), limit, closed, shared)
+            accept_visitors(
+                &port.listener,
+                i as u16,
+                tunnel.clone(),
+                limit,
+                closed,
+                shared,
+            )
         },
     ));
     let first = tokio::select! {
