@@ -11,9 +11,10 @@
 use std::io;
 use std::net::SocketAddr;
 
+use relay_core::mux::Substream as TunnelStream;
 use relay_core::mux::{self, MuxHandle, Role};
 use relay_core::net::bind_listener;
-use relay_core::{RelayConfig, RelayServer, TunnelConfig, TunnelListener, TunnelStream};
+use relay_core::{RelayConfig, RelayServer, TunnelConfig, TunnelListener};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::{CancellationToken, DropGuard};

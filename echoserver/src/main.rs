@@ -3,6 +3,7 @@
 //! half-closes.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use relay_bin::visitors::VisitorStats;
@@ -47,10 +48,13 @@ async fn serve(args: Args) -> relay_core::Result<()> {
         let span = info_span!("visitor", visitor.id = visitor.id, visitor.addr = %visitor.addr);
         visitors.spawn(echo(stream, stats.clone()).instrument(span));
     };
+    // New visitors are turned away from now on; those inside finish.
+    listener.stop_accepting();
     drain_visitors(&visitors).await;
     summaries.stop().await;
-    // Goodbye: the relay frees the port now instead of keeping it leased for us.
-    listener.close().await;
+    // Goodbye: the relay frees the port now instead of keeping it leased for us. The visitors
+    // are done (or out of time, and then cut).
+    listener.shutdown(Duration::ZERO).await;
     result
 }
 

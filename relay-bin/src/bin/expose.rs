@@ -206,10 +206,15 @@ async fn serve(plan: Plan) -> relay_core::Result<()> {
             }
         }
     }
+    // New visitors are turned away from now on; those inside finish.
+    for listener in &listeners {
+        listener.stop_accepting();
+    }
     drain_visitors(&visitors).await;
     summaries.stop().await;
     if let Some(listener) = listeners.first() {
-        listener.close().await;
+        // The visitors are done (or out of time): goodbye, and wait for the relay to close.
+        listener.shutdown(Duration::ZERO).await;
     }
     result
 }

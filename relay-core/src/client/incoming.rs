@@ -8,22 +8,33 @@
 //! tunnel's listener and its accept is woken.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::visitor::{IncomingVisitor, Visitor};
+use super::visitor::{Visitor, refuse};
 use crate::frame::FramedConn;
 use crate::mux::Substream;
 use crate::protocol::{DEFAULT_MAX_FRAME_LEN, VisitorHeader};
 
+/// What a refused visitor's relay logs.
+const NOT_ACCEPTING: &str = "the tunnel no longer accepts visitors";
+
+/// A visitor whose header arrived, not yet handed to a listener.
+#[derive(Debug)]
+pub(super) struct Announced {
+    pub(super) stream: Substream,
+    pub(super) visitor: Visitor,
+}
+
 /// A visitor with the index of the tunnel it came through.
-type Routed = (usize, IncomingVisitor);
+type Routed = (usize, Announced);
 
 /// Substreams not yet known to belong to any tunnel, and their headers being read.
 struct Reader {
@@ -34,22 +45,24 @@ struct Reader {
 }
 
 /// The visitors of every tunnel of one client.
-pub(super) struct Incoming {
+pub(super) struct Arrivals {
     reader: tokio::sync::Mutex<Reader>,
-    ready: Vec<Mutex<VecDeque<IncomingVisitor>>>,
+    ready: Vec<Mutex<VecDeque<Announced>>>,
     wake: Vec<Notify>,
+    /// Cancelled for a tunnel that takes no more visitors.
+    stopped: Vec<CancellationToken>,
     backlog: usize,
 }
 
-impl std::fmt::Debug for Incoming {
+impl std::fmt::Debug for Arrivals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Incoming")
+        f.debug_struct("Arrivals")
             .field("tunnels", &self.ready.len())
             .finish()
     }
 }
 
-impl Incoming {
+impl Arrivals {
     /// Visitors for `tunnels` tunnels arrive on `streams`; at most `backlog` may wait per
     /// tunnel, like connections in a full listen backlog (more are reset).
     pub(super) fn new(
@@ -58,7 +71,7 @@ impl Incoming {
         backlog: usize,
         header_timeout: Duration,
     ) -> Self {
-        Incoming {
+        Arrivals {
             reader: tokio::sync::Mutex::new(Reader {
                 streams,
                 closed: false,
@@ -67,12 +80,63 @@ impl Incoming {
             }),
             ready: (0..tunnels).map(|_| Mutex::default()).collect(),
             wake: (0..tunnels).map(|_| Notify::new()).collect(),
+            stopped: (0..tunnels).map(|_| CancellationToken::new()).collect(),
             backlog: backlog.max(1),
         }
     }
 
-    /// The next visitor of tunnel `tunnel`; `None` once no more can come. Cancel-safe.
-    pub(super) async fn next(&self, tunnel: usize) -> Option<IncomingVisitor> {
+    /// Whether tunnel `tunnel` has stopped taking visitors.
+    pub(super) fn is_stopped(&self, tunnel: usize) -> bool {
+        self.stopped.get(tunnel).is_none_or(|s| s.is_cancelled())
+    }
+
+    /// Tunnel `tunnel` takes no more visitors: those queued are refused, a pending `next` for
+    /// it returns `None`. Once every tunnel has stopped, a task refuses what still arrives.
+    pub(super) fn stop(self: &Arc<Self>, tunnel: usize) {
+        let Some(stopped) = self.stopped.get(tunnel) else {
+            return;
+        };
+        if stopped.is_cancelled() {
+            return;
+        }
+        stopped.cancel();
+        let queued = std::mem::take(&mut *self.queue(tunnel));
+        for announced in queued {
+            refuse_later(announced);
+        }
+        if !self.stopped.iter().all(CancellationToken::is_cancelled) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let arrivals = Arc::clone(self);
+            runtime.spawn(async move {
+                let mut reader = arrivals.reader.lock().await;
+                while let Some((_, announced)) = reader.next().await {
+                    refuse_later(announced);
+                }
+            });
+        }
+    }
+
+    /// The next visitor of tunnel `tunnel`; `None` once no more can come, or the tunnel has
+    /// stopped. Cancel-safe.
+    pub(super) async fn next(&self, tunnel: usize) -> Option<Announced> {
+        let stopped = self.stopped.get(tunnel)?;
+        let visitor = tokio::select! {
+            biased;
+            () = stopped.cancelled() => None,
+            visitor = self.next_until_stopped(tunnel) => visitor,
+        };
+        match visitor {
+            Some(v) if stopped.is_cancelled() => {
+                refuse_later(v);
+                None
+            }
+            v => v,
+        }
+    }
+
+    async fn next_until_stopped(&self, tunnel: usize) -> Option<Announced> {
         loop {
             if let Some(v) = self.pop(tunnel) {
                 return Some(v);
@@ -94,22 +158,31 @@ impl Incoming {
         }
     }
 
-    fn pop(&self, tunnel: usize) -> Option<IncomingVisitor> {
+    fn queue(&self, tunnel: usize) -> std::sync::MutexGuard<'_, VecDeque<Announced>> {
         self.ready[tunnel]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .pop_front()
     }
 
-    fn push(&self, tunnel: usize, visitor: IncomingVisitor) {
-        let Some(queue) = self.ready.get(tunnel) else {
+    fn pop(&self, tunnel: usize) -> Option<Announced> {
+        self.queue(tunnel).pop_front()
+    }
+
+    fn push(&self, tunnel: usize, visitor: Announced) {
+        if tunnel >= self.ready.len() {
             debug!(
                 tunnel,
                 "visitor for a tunnel this client did not ask for; resetting it"
             );
             return;
-        };
-        let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
+        }
+        let mut queue = self.queue(tunnel);
+        // Checked under the queue's lock, which `stop` takes after setting the flag: a
+        // visitor is either refused here or drained there.
+        if self.is_stopped(tunnel) {
+            drop(queue);
+            return refuse_later(visitor);
+        }
         if queue.len() >= self.backlog {
             debug!(tunnel, "accept backlog full; resetting visitor");
             return;
@@ -152,7 +225,7 @@ async fn read_header(stream: Substream, timeout: Duration) -> Option<Routed> {
     match header {
         Ok(Ok(h)) => Some((
             usize::from(h.tunnel),
-            IncomingVisitor {
+            Announced {
                 stream,
                 visitor: Visitor {
                     id: h.visitor_id,
@@ -169,5 +242,17 @@ async fn read_header(stream: Substream, timeout: Duration) -> Option<Routed> {
             debug!("substream sent no visitor header in time");
             None
         }
+    }
+}
+
+/// Refuses a visitor of a tunnel that stopped accepting, without waiting for the answer to go
+/// out. (Without a runtime, dropping the stream resets the visitor instead.)
+fn refuse_later(announced: Announced) {
+    debug!(
+        visitor.id = announced.visitor.id,
+        "refusing visitor: tunnel not accepting"
+    );
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(refuse(announced.stream, NOT_ACCEPTING));
     }
 }

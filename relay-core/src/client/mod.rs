@@ -1,17 +1,25 @@
 //! Client side of the protocol: tunnels ([`TunnelListener`]) and file-transfer rendezvous
 //! ([`Offer`], [`claim`]).
 
+#[cfg(feature = "axum")]
+mod axum;
+mod handle;
 mod incoming;
 mod rendezvous;
 mod session;
+mod stream;
 mod tunnel;
 mod visitor;
 
 use std::time::Duration;
 
+#[cfg(feature = "axum")]
+pub use axum::TunnelAddr;
+pub use handle::SessionHandle;
 pub use rendezvous::{Offer, PairedStream, claim, claim_with, offer, offer_with};
 pub use session::Reconnect;
-pub use tunnel::{PublicAddr, TunnelConfig, TunnelListener};
+pub use stream::TunnelStream;
+pub use tunnel::{Incoming, PublicAddr, TunnelConfig, TunnelListener};
 pub use visitor::{IncomingVisitor, Visitor};
 
 use crate::auth::Token;

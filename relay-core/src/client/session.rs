@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::tunnel::{PublicAddr, TunnelConfig};
@@ -28,6 +29,9 @@ const MAX_RELAY_DRAIN: Duration = Duration::from_secs(60);
 /// How long a stopping client waits, after its goodbye, for the relay to finish forwarding what
 /// its visitors still have in flight and close the connection.
 const GOODBYE: Duration = Duration::from_secs(10);
+/// The same wait when streams are still open (a shutdown's grace ran out): they are cut after
+/// it, but streams that ended just before get their last bytes through.
+const GOODBYE_CUT: Duration = Duration::from_secs(1);
 
 /// What a tunnel client does when its session is lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +163,12 @@ pub(super) struct Supervisor {
     pub(super) inbound: mpsc::Sender<Substream>,
     pub(super) ended: watch::Sender<Option<SessionEnd>>,
     pub(super) session_id: watch::Sender<u64>,
-    /// Cancelled when every listener is gone: say goodbye and stop.
+    /// Per tunnel: whether it still takes visitors. Each session tells the relay about the
+    /// tunnels that do not.
+    pub(super) accepting: watch::Receiver<Vec<bool>>,
+    /// The open streams: a goodbye waits longer for the relay when there are none.
+    pub(super) streams: TaskTracker,
+    /// Cancelled on shutdown, or when every listener and stream is gone: say goodbye and stop.
     pub(super) stop: CancellationToken,
 }
 
@@ -173,6 +182,11 @@ impl Supervisor {
             }
             // A revoked token would only be refused again.
             if !self.config.reconnect.enabled || matches!(end, SessionEnd::Revoked(_)) {
+                break end;
+            }
+            if !self.accepting.borrow().contains(&true) {
+                // Nobody takes visitors any more: a new session would serve nobody.
+                debug!(reason = %end, "session lost while no tunnel accepts; not reconnecting");
                 break end;
             }
             warn!(reason = %end, "session with the relay lost; reconnecting");
@@ -196,19 +210,23 @@ impl Supervisor {
             heartbeat,
         } = running;
         let mut liveness = Liveness::new(heartbeat);
+        // What this session has told the relay: every tunnel accepts at first.
+        let mut told = vec![true; self.tunnels.len()];
+        let mut accepting = self.accepting.clone();
         let first = tokio::select! {
             r = &mut driver => Err(r.unwrap_or_else(|e| SessionEnd::ConnectionLost(format!("connection task failed: {e}")))),
-            end = heartbeats(&mut control, &mut liveness) => Ok(end),
+            end = heartbeats(&mut control, &mut liveness, &mut accepting, &mut told) => Ok(end),
             () = self.stop.cancelled() => {
                 // The relay frees the ports, lets the visitors inside finish (their last bytes
-                // and FINs are already queued ahead of the goodbye), then closes: closing first
-                // would cut them.
+                // and FINs are queued ahead of the closing connection), then closes: closing
+                // first would cut them.
+                let wait = if self.streams.is_empty() { GOODBYE } else { GOODBYE_CUT };
                 let goodbye = async {
                     if control.write_frame(&ClientControl::Goodbye).await.is_ok() {
                         let _ = (&mut driver).await;
                     }
                 };
-                let _ = tokio::time::timeout(GOODBYE, goodbye).await;
+                let _ = tokio::time::timeout(wait, goodbye).await;
                 Ok(SessionEnd::Closed)
             }
         };
@@ -217,7 +235,8 @@ impl Supervisor {
             // A relay that shuts down says so on the control stream just before closing; that
             // frame is already buffered and gives the better reason.
             Err(cut) => {
-                let last = tokio::time::timeout(LAST_WORD, heartbeats(&mut control, &mut liveness));
+                let last = heartbeats(&mut control, &mut liveness, &mut accepting, &mut told);
+                let last = tokio::time::timeout(LAST_WORD, last);
                 match last.await {
                     Ok(end @ (SessionEnd::RelayShutdown(_) | SessionEnd::Revoked(_))) => end,
                     _ => cut,
@@ -329,12 +348,43 @@ impl Supervisor {
     }
 }
 
-/// Sends a ping every interval and watches for the relay's pongs; returns why the session
+/// Sends a ping every interval and watches for the relay's pongs, and tells the relay about
+/// tunnels that stop accepting (`told` is what it was told so far); returns why the session
 /// ended. Cancel-safe between frames.
-async fn heartbeats(control: &mut FramedConn<Substream>, liveness: &mut Liveness) -> SessionEnd {
+async fn heartbeats(
+    control: &mut FramedConn<Substream>,
+    liveness: &mut Liveness,
+    accepting: &mut watch::Receiver<Vec<bool>>,
+    told: &mut [bool],
+) -> SessionEnd {
     let mut seq = 0u64;
+    // Until every listener and handle is gone (streams may stay): nothing changes after that.
+    let mut watching = true;
     loop {
+        let stopped: Vec<u16> = {
+            let now = accepting.borrow_and_update();
+            told.iter_mut()
+                .zip(now.iter())
+                .enumerate()
+                .filter(|(_, (told, now))| **told && !**now)
+                .map(|(i, (told, _))| {
+                    *told = false;
+                    i as u16
+                })
+                .collect()
+        };
+        for tunnel in stopped {
+            debug!(tunnel, "telling the relay to stop handing over visitors");
+            let stop = ClientControl::StopAccepting { tunnel };
+            if let Err(e) = control.write_frame(&stop).await {
+                return SessionEnd::ConnectionLost(e.to_string());
+            }
+        }
         let frame = tokio::select! {
+            changed = accepting.changed(), if watching => {
+                watching = changed.is_ok();
+                continue;
+            }
             beat = liveness.beat() => match beat {
                 Beat::Ping => {
                     seq += 1;

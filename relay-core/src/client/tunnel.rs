@@ -2,27 +2,35 @@
 //! its address across lost connections.
 
 use std::fmt;
-use std::sync::Arc;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span};
 
 use super::ConnectConfig;
-use super::incoming::Incoming;
+use super::handle::{SessionHandle, Shared};
+use super::incoming::Arrivals;
 use super::session::{Reconnect, Supervisor, TunnelState, open, start};
+use super::stream::{Hold, TunnelStream};
 use super::visitor::{IncomingVisitor, Visitor};
 use crate::auth::Token;
-use crate::ending::SessionEnd;
 use crate::error::{Error, Result};
-use crate::mux::Substream;
 use crate::net::{join_host_port, split_host_port};
 use crate::protocol::{DEFAULT_HANDSHAKE_TIMEOUT, MAX_TUNNELS_PER_SESSION, TunnelRequest};
 use crate::tls::ClientTls;
 
-/// How long `accept` waits for the session task to record why it ended.
-const LAST_WORD: Duration = Duration::from_millis(500);
+/// What `accept` gives: a visitor's stream, and who the visitor is.
+type Accepted = (TunnelStream, Visitor);
 
 /// Settings of a tunnel client. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -71,10 +79,24 @@ impl TunnelConfig {
     }
 }
 
-/// Where visitors reach a tunnel: `host:port` (IPv6 hosts in brackets).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where visitors reach a tunnel: `host:port` (IPv6 hosts in brackets), what
+/// `TcpListener::local_addr` is for a local listener.
+///
+/// It prints as `host:port` and parses back from it, and resolves like a `host:port` string:
+///
+/// ```
+/// use relay_core::PublicAddr;
+///
+/// let addr: PublicAddr = "relay.example.com:40001".parse().unwrap();
+/// assert_eq!((addr.host.as_str(), addr.port), ("relay.example.com", 40001));
+/// assert_eq!(addr.to_string(), "relay.example.com:40001");
+/// let v6: PublicAddr = "[::1]:40001".parse().unwrap();
+/// assert_eq!((v6.host.as_str(), v6.to_string()), ("::1", "[::1]:40001".to_string()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PublicAddr {
-    /// The relay's advertised host name, or the host the client dialed.
+    /// The relay's advertised host name, or the host the client dialed (an IPv6 address
+    /// without brackets).
     pub host: String,
     /// The public port.
     pub port: u16,
@@ -83,6 +105,26 @@ pub struct PublicAddr {
 impl fmt::Display for PublicAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&join_host_port(&self.host, self.port))
+    }
+}
+
+impl FromStr for PublicAddr {
+    type Err = io::Error;
+
+    /// Parses `host:port` or `[v6]:port`.
+    fn from_str(s: &str) -> io::Result<Self> {
+        let (host, port) =
+            split_host_port(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(PublicAddr { host, port })
+    }
+}
+
+impl ToSocketAddrs for PublicAddr {
+    type Iter = std::vec::IntoIter<SocketAddr>;
+
+    /// Resolves the host (a blocking DNS lookup for a name), as `(host, port)` would.
+    fn to_socket_addrs(&self) -> io::Result<Self::Iter> {
+        (self.host.as_str(), self.port).to_socket_addrs()
     }
 }
 
@@ -109,32 +151,41 @@ impl fmt::Display for PublicAddr {
 /// # }
 /// ```
 ///
-/// Dropping every listener of a connection ends the session: the client says goodbye, and the
-/// relay closes the public ports and every visitor.
-#[derive(Debug)]
+/// # Lifetime
+///
+/// As with a `TcpListener`, accepted [`TunnelStream`]s outlive the listener: dropping it only
+/// tells the relay to turn new visitors of this tunnel away (see
+/// [`stop_accepting`](Self::stop_accepting)). The session ends, with a goodbye that lets the
+/// relay free the public ports at once, when every listener and every stream of the connection
+/// is gone, or on [`shutdown`](Self::shutdown), which also waits until the relay has closed.
+/// A program about to exit should call `shutdown` (or [`SessionHandle::shutdown`]) so that the
+/// last bytes and the goodbye are out before the runtime stops.
+///
+/// With the `axum` feature, a `TunnelListener` is an `axum::serve::Listener`.
 pub struct TunnelListener {
     index: usize,
     addr: watch::Receiver<PublicAddr>,
-    client: Arc<Client>,
+    shared: Arc<Shared>,
+    hold: Arc<Hold>,
+    /// The accept under way for [`poll_accept`](Self::poll_accept).
+    polled: Mutex<Option<BoxFuture<'static, Result<Accepted>>>>,
 }
 
-/// What the listeners of one connection share.
-#[derive(Debug)]
-struct Client {
-    incoming: Incoming,
-    max_visitors: u32,
-    session_id: watch::Receiver<u64>,
-    /// Why the client stopped, once it has.
-    ended: watch::Receiver<Option<SessionEnd>>,
-    /// Cancelled by [`TunnelListener::close`], or when the last listener is dropped.
-    stop: CancellationToken,
-    _stop_on_drop: DropGuard,
+impl fmt::Debug for TunnelListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TunnelListener")
+            .field("index", &self.index)
+            .field("public_addr", &*self.addr.borrow())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TunnelListener {
     /// Dials the relay at `relay` (`HOST:PORT` or `[V6]:PORT`) and opens a tunnel. A relay
     /// that cannot be reached or refuses is an error at once: only a session that was
     /// established is reconnected.
+    ///
+    /// Cancel safety: dropping the future abandons the handshake; nothing is left behind.
     pub async fn connect(relay: &str, config: TunnelConfig) -> Result<Self> {
         let ports = [config.preferred_port];
         let mut listeners = Self::connect_many(relay, config, &ports).await?;
@@ -144,6 +195,8 @@ impl TunnelListener {
     /// Opens several tunnels over one connection to the relay, one per entry of
     /// `preferred_ports` (each a port to ask for, or `None` for any), and returns their
     /// listeners in the same order. At most [`MAX_TUNNELS_PER_SESSION`].
+    ///
+    /// Cancel safety: as [`connect`](Self::connect).
     pub async fn connect_many(
         relay: &str,
         config: TunnelConfig,
@@ -189,18 +242,24 @@ impl TunnelListener {
 
         let (ended_tx, ended) = watch::channel(None);
         let (session_tx, session_id) = watch::channel(welcome.session_id);
+        let (accepting, accepting_rx) = watch::channel(vec![true; preferred_ports.len()]);
         let stop = CancellationToken::new();
-        let client = Arc::new(Client {
-            incoming: Incoming::new(
+        let streams = TaskTracker::new();
+        let shared = Arc::new(Shared {
+            arrivals: Arc::new(Arrivals::new(
                 inbound,
                 preferred_ports.len(),
                 config.accept_backlog,
                 config.header_timeout,
-            ),
+            )),
             max_visitors: welcome.max_visitors,
             session_id,
             ended,
             stop: stop.clone(),
+            accepting,
+            streams: streams.clone(),
+        });
+        let hold = Arc::new(Hold {
             _stop_on_drop: stop.clone().drop_guard(),
         });
         let span = info_span!("tunnel", relay = %relay);
@@ -212,6 +271,8 @@ impl TunnelListener {
             inbound: inbound_tx,
             ended: ended_tx,
             session_id: session_tx,
+            accepting: accepting_rx,
+            streams,
             stop,
         };
         tokio::spawn(supervisor.run(running).instrument(span));
@@ -221,13 +282,16 @@ impl TunnelListener {
             .map(|(index, addr)| TunnelListener {
                 index,
                 addr,
-                client: client.clone(),
+                shared: shared.clone(),
+                hold: hold.clone(),
+                polled: Mutex::new(None),
             })
             .collect())
     }
 
-    /// The address visitors connect to now. It changes only when a reconnect could not get
-    /// the old port back; [`watch_public_addr`](Self::watch_public_addr) tells when.
+    /// The address visitors connect to now (what `local_addr` is for a `TcpListener`). It
+    /// changes only when a reconnect could not get the old port back;
+    /// [`watch_public_addr`](Self::watch_public_addr) tells when.
     pub fn public_addr(&self) -> PublicAddr {
         self.addr.borrow().clone()
     }
@@ -240,66 +304,130 @@ impl TunnelListener {
 
     /// The relay's id for the current session (matches the relay's logs).
     pub fn session_id(&self) -> u64 {
-        *self.client.session_id.borrow()
+        *self.shared.session_id.borrow()
     }
 
     /// Most visitors the relay lets in at once.
     pub fn max_visitors(&self) -> u32 {
-        self.client.max_visitors
+        self.shared.max_visitors
     }
 
-    /// Waits for the next visitor and accepts it. Fails only when the client has stopped for
-    /// good: the session was lost and reconnecting is off, or the relay refused to take the
-    /// client back. Cancel-safe: a visitor is never lost by dropping the future.
-    pub async fn accept(&self) -> Result<(Substream, Visitor)> {
-        loop {
-            let incoming = self.next_visitor().await?;
-            let visitor = incoming.visitor();
-            match incoming.accept().await {
-                Ok(stream) => return Ok((stream, visitor)),
-                Err(e) => {
-                    debug!(visitor.id = visitor.id, error = %e, "visitor gone before it was accepted")
-                }
-            }
+    /// A handle on the session that outlives this listener, for shutting it down or learning
+    /// why it ended once the listener has been handed to a server loop.
+    pub fn session(&self) -> SessionHandle {
+        SessionHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Waits for the next visitor and accepts it.
+    ///
+    /// Fails with [`Error::SessionLost`] only when no visitor can come any more: the client
+    /// stopped for good (the session was lost and reconnecting is off, or the relay refused to
+    /// take the client back; the [`SessionEnd`](crate::SessionEnd) says which), or this
+    /// tunnel stopped accepting (`SessionEnd::Closed`).
+    ///
+    /// Cancel safety: cancel-safe. A visitor is never lost by dropping the future; one whose
+    /// answer was under way at that moment is reset, as a connection that finds its listener
+    /// closing.
+    pub async fn accept(&self) -> Result<Accepted> {
+        accept(self.shared.clone(), self.hold.clone(), self.index).await
+    }
+
+    /// Polls for the next visitor, like `TcpListener::poll_accept`: for `Listener` traits and
+    /// hand-written futures. The accept under way is kept in the listener between polls; only
+    /// the waker of the latest call is woken.
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<Accepted>> {
+        let mut polled = self.polled.lock().unwrap_or_else(PoisonError::into_inner);
+        let future = polled.get_or_insert_with(|| {
+            accept(self.shared.clone(), self.hold.clone(), self.index).boxed()
+        });
+        let accepted = ready!(future.as_mut().poll(cx));
+        *polled = None;
+        Poll::Ready(accepted)
+    }
+
+    /// The visitors as a `Stream` (from `futures`): each item is what [`accept`](Self::accept)
+    /// gives; after the first error the stream ends.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            listener: self,
+            done: false,
         }
     }
 
     /// Waits for the next visitor and leaves the answer to the caller, for clients that must
-    /// first check they can serve it (for example by connecting to a local server).
-    /// Cancel-safe.
+    /// first check they can serve it (for example by connecting to a local server). Fails as
+    /// [`accept`](Self::accept) does.
+    ///
+    /// Cancel safety: cancel-safe; no visitor is lost by dropping the future.
     pub async fn next_visitor(&self) -> Result<IncomingVisitor> {
-        let mut ended = self.client.ended.clone();
-        tokio::select! {
-            visitor = self.client.incoming.next(self.index) => match visitor {
-                Some(v) => Ok(v),
-                None => Err(self.lost().await),
-            },
-            () = ended_signal(&mut ended) => Err(self.lost().await),
-        }
+        self.shared.next_visitor(self.index, &self.hold).await
     }
 
-    /// Ends the session on purpose, for every tunnel of this connection: tells the relay
-    /// goodbye, so it frees the public ports at once (a lost session's ports stay leased) and
-    /// lets the visitors inside finish, and waits until the relay has closed the connection
-    /// (bounded). Close the streams of finished visitors first: their last bytes travel ahead
-    /// of the goodbye. Dropping every listener does the same without waiting.
-    pub async fn close(&self) {
-        self.client.stop.cancel();
-        let mut ended = self.client.ended.clone();
-        ended_signal(&mut ended).await;
+    /// Stops taking visitors on this tunnel, while keeping the session for the visitors
+    /// inside: the relay turns new visitors away at once (they see a reset), visitors
+    /// announced but not yet accepted are refused, and `accept` fails from now on. Other
+    /// tunnels of the connection go on. Dropping the listener does the same.
+    pub fn stop_accepting(&self) {
+        self.shared.stop_accepting(self.index);
     }
 
-    /// The error for a client that has stopped, with its reason.
-    async fn lost(&self) -> Error {
-        let mut ended = self.client.ended.clone();
-        let _ = tokio::time::timeout(LAST_WORD, ended_signal(&mut ended)).await;
-        let reason = ended.borrow().clone();
-        Error::SessionLost(reason.unwrap_or(SessionEnd::PeerClosed))
+    /// Ends the session on purpose, for every tunnel of this connection, and waits until it
+    /// has ended:
+    ///
+    /// 1. the relay stops handing over visitors (as [`stop_accepting`](Self::stop_accepting)
+    ///    on every tunnel);
+    /// 2. waits up to `grace` for the open [`TunnelStream`]s to be dropped; shut them down
+    ///    first (`AsyncWriteExt::shutdown`) so that each visitor gets a clean end;
+    /// 3. says goodbye: the relay frees the public ports at once (a lost session's ports stay
+    ///    leased), lets the visitors' last bytes and ends through, and closes the connection,
+    ///    which this waits for (bounded). Streams still open after `grace` are reset.
+    ///
+    /// Cancel safety: dropping the future does not undo step 1; the session then ends when
+    /// the listeners and streams are dropped.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shared.shutdown(grace).await
     }
 }
 
-/// Resolves once the client has recorded why it stopped. (A helper, so the watch's read guard
-/// never lives across an await.)
-async fn ended_signal(ended: &mut watch::Receiver<Option<SessionEnd>>) {
-    let _ = ended.wait_for(Option::is_some).await;
+impl Drop for TunnelListener {
+    fn drop(&mut self) {
+        self.shared.stop_accepting(self.index);
+    }
+}
+
+/// Accepts the next visitor of tunnel `index` (an owned future, for `poll_accept`).
+async fn accept(shared: Arc<Shared>, hold: Arc<Hold>, index: usize) -> Result<Accepted> {
+    loop {
+        let incoming = shared.next_visitor(index, &hold).await?;
+        let visitor = incoming.visitor();
+        match incoming.accept().await {
+            Ok(stream) => return Ok((stream, visitor)),
+            Err(e) => {
+                debug!(visitor.id = visitor.id, error = %e, "visitor gone before it was accepted")
+            }
+        }
+    }
+}
+
+/// The visitors of a [`TunnelListener`] as a `Stream`: see [`TunnelListener::incoming`].
+#[derive(Debug)]
+#[must_use = "streams do nothing unless polled"]
+pub struct Incoming<'a> {
+    listener: &'a TunnelListener,
+    done: bool,
+}
+
+impl futures::Stream for Incoming<'_> {
+    type Item = Result<Accepted>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let accepted = ready!(self.listener.poll_accept(cx));
+        self.done = accepted.is_err();
+        Poll::Ready(Some(accepted))
+    }
 }

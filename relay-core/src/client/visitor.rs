@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use tokio::io::AsyncWriteExt;
 
+use super::stream::{StreamGuard, TunnelStream};
 use crate::codec;
 use crate::mux::Substream;
 use crate::protocol::VisitorReply;
@@ -25,10 +26,12 @@ pub struct Visitor {
 
 /// A visitor the relay announced, not yet answered. Answer promptly: the relay holds the
 /// visitor's bytes until then, and yamux acknowledges the stream only with the answer.
+/// Dropping it unanswered resets the visitor.
 #[derive(Debug)]
 pub struct IncomingVisitor {
-    pub(crate) stream: Substream,
-    pub(crate) visitor: Visitor,
+    pub(super) stream: Substream,
+    pub(super) visitor: Visitor,
+    pub(super) guard: StreamGuard,
 }
 
 impl IncomingVisitor {
@@ -38,24 +41,33 @@ impl IncomingVisitor {
     }
 
     /// Accepts the visitor: from now on the stream carries the visitor's bytes both ways.
-    pub async fn accept(mut self) -> io::Result<Substream> {
+    ///
+    /// Cancel safety: dropping the future drops the visitor (it is reset).
+    pub async fn accept(mut self) -> io::Result<TunnelStream> {
         codec::write_frame(&mut self.stream, &VisitorReply::Accepted)
             .await
             .map_err(io::Error::other)?;
-        Ok(self.stream)
+        Ok(TunnelStream::new(self.stream, self.visitor, self.guard))
     }
 
     /// Refuses the visitor; the relay closes its connection and logs `reason`.
-    pub async fn refuse(mut self, reason: &str) {
-        let mut reason = reason.to_string();
-        if reason.len() > MAX_REASON_LEN {
-            let mut cut = MAX_REASON_LEN;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-        }
-        let _ = codec::write_frame(&mut self.stream, &VisitorReply::Refused { reason }).await;
-        let _ = self.stream.shutdown().await;
+    ///
+    /// Cancel safety: dropping the future resets the visitor instead.
+    pub async fn refuse(self, reason: &str) {
+        refuse(self.stream, reason).await
     }
+}
+
+/// Answers a visitor's substream with a refusal and closes it.
+pub(super) async fn refuse(mut stream: Substream, reason: &str) {
+    let mut reason = reason.to_string();
+    if reason.len() > MAX_REASON_LEN {
+        let mut cut = MAX_REASON_LEN;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    let _ = codec::write_frame(&mut stream, &VisitorReply::Refused { reason }).await;
+    let _ = stream.shutdown().await;
 }

@@ -244,6 +244,13 @@ pub enum ClientControl {
     /// The client is stopping on purpose: the relay frees its ports at once instead of keeping
     /// them leased. Sent just before the client closes.
     Goodbye,
+    /// The client takes no more visitors on one tunnel (its listener is gone, or it asked to
+    /// stop), but keeps the session for the visitors inside. The relay turns new visitors of
+    /// that tunnel away at once; the session and its other tunnels go on.
+    StopAccepting {
+        /// Which tunnel: an index into the hello's `tunnels`.
+        tunnel: u16,
+    },
 }
 
 /// Relay to client, on the control substream.

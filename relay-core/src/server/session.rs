@@ -206,17 +206,22 @@ async fn serve(
 
     let mut control = FramedConn::new(control, config.max_frame_len);
     let mut liveness = Liveness::new(config.heartbeat_interval);
-    let accepting = join_all(
-        ports
-            .iter()
-            .zip(&limits)
-            .enumerate()
-            .map(|(i, (port, limit))| {
-                accept_visitors(&port.listener, i as u16, tunnel.clone(), limit, shared)
-            }),
-    );
+    // Cancelled for a tunnel whose client said `StopAccepting`.
+    let closed: Vec<CancellationToken> = ports.iter().map(|_| CancellationToken::new()).collect();
+    let accepting = join_all(ports.iter().zip(&limits).zip(&closed).enumerate().map(
+        |(i, ((port, limit), closed))| {
+            accept_visitors(
+                &port.listener,
+                i as u16,
+                tunnel.clone(),
+                limit,
+                closed,
+                shared,
+            )
+        },
+    ));
     let first = tokio::select! {
-        end = heartbeats(&mut control, &mut liveness, &relay_shutdown) => Ok(end),
+        end = heartbeats(&mut control, &mut liveness, &relay_shutdown, &closed) => Ok(end),
         _ = accepting => unreachable!("accept loops never end"),
         // Its queue closes when the connection ends.
         end = reject_extra_streams(&mut mux.inbound) => Err(end),
@@ -230,7 +235,7 @@ async fn serve(
         // A client that stops says goodbye just before it closes; the frame may still be
         // waiting in the control stream when the connection's end is noticed.
         Err(cut) => {
-            let last = heartbeats(&mut control, &mut liveness, &relay_shutdown);
+            let last = heartbeats(&mut control, &mut liveness, &relay_shutdown, &closed);
             match tokio::time::timeout(LAST_WORD, last).await {
                 Ok(SessionEnd::PeerLeft) => SessionEnd::PeerLeft,
                 _ => cut,
@@ -284,12 +289,14 @@ impl std::fmt::Display for PortList<'_> {
     }
 }
 
-/// Answers the client's heartbeats; ends when the client falls silent, says goodbye, the
-/// stream ends, or the relay shuts down (after telling the client).
+/// Answers the client's heartbeats and closes the tunnels it no longer accepts on; ends when the
+/// client falls silent, says goodbye, the stream ends, or the relay shuts down (after telling
+/// the client).
 async fn heartbeats(
     control: &mut FramedConn<Substream>,
     liveness: &mut Liveness,
     relay_shutdown: &CancellationToken,
+    closed: &[CancellationToken],
 ) -> SessionEnd {
     loop {
         let frame = tokio::select! {
@@ -309,6 +316,13 @@ async fn heartbeats(
         let result = match frame {
             Ok(ClientControl::Ping(seq)) => control.write_frame(&RelayControl::Pong(seq)).await,
             Ok(ClientControl::Goodbye) => return SessionEnd::PeerLeft,
+            Ok(ClientControl::StopAccepting { tunnel }) => {
+                debug!(tunnel, "client stopped accepting on a tunnel");
+                if let Some(closed) = closed.get(usize::from(tunnel)) {
+                    closed.cancel();
+                }
+                Ok(())
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -365,6 +379,7 @@ async fn accept_visitors(
     index: u16,
     tunnel: Arc<Tunnel>,
     limit: &Arc<Semaphore>,
+    closed: &CancellationToken,
     shared: &Arc<Shared>,
 ) {
     loop {
@@ -376,6 +391,12 @@ async fn accept_visitors(
                 continue;
             }
         };
+        if closed.is_cancelled() {
+            // The client takes no more visitors here: turn this one away at once.
+            debug!(visitor.addr = %addr, "tunnel no longer accepting; resetting visitor");
+            reset_on_close(&tcp);
+            continue;
+        }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             if shared.refusals.note(Refusal::VisitorCap) {
                 let limit = shared.config.max_visitors_per_tunnel;
