@@ -1,5 +1,5 @@
 //! `docs/protocol.md` cannot drift from the code: every hex example in it is checked against
-//! the real codec.
+//! the real codec, and its tunnel trace against a real relay and client.
 //!
 //! To print every block as the document must hold it (after a deliberate protocol change):
 //! `PROTOCOL_DOC_PRINT=1 cargo test -p relay-core --test protocol_doc -- --nocapture print`
@@ -8,6 +8,7 @@
 mod common;
 mod doc;
 mod examples;
+mod live;
 mod traces;
 
 use std::collections::BTreeMap;
