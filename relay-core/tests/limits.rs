@@ -171,6 +171,49 @@ async fn idle_handshake_is_cut_at_the_deadline() {
     assert!(real.elapsed() < deadline / 2, "took {:?}", real.elapsed());
 }
 
+/// The token check shares the handshake's one deadline: a client that sends its hello and then
+/// never answers the challenge is cut when the deadline counted from its connect passes, not a
+/// whole deadline later. Paused time, as above.
+#[tokio::test(start_paused = true)]
+async fn a_silent_challenge_is_cut_at_the_handshake_deadline() {
+    use relay_core::protocol::{PREFACE_LEN, Reply};
+    let deadline = relay_core::protocol::DEFAULT_HANDSHAKE_TIMEOUT;
+    let relay = TestRelay::on_this_runtime(RelayConfig {
+        handshake_timeout: deadline,
+        access: relay_core::server::Access::single(
+            relay_core::auth::Token::new("a-test-token-of-enough-length").expect("token"),
+        ),
+        ..RelayConfig::default()
+    })
+    .await;
+    let sock = TcpStream::connect(relay.addr).await.expect("connect");
+    let started = tokio::time::Instant::now();
+    let mut conn = relay_core::frame::FramedConn::new(sock, 4096);
+    // A slow client: most of the deadline is gone before its hello arrives.
+    tokio::time::sleep(deadline * 3 / 4).await;
+    within("hello", conn.write_preface_and_frame(&one_tunnel()))
+        .await
+        .expect("hello");
+    while conn.buffered().len() < PREFACE_LEN {
+        within("preface", conn.fill()).await.expect("preface");
+    }
+    conn.consume(PREFACE_LEN);
+    let reply = within("challenge", conn.read_frame())
+        .await
+        .expect("challenge");
+    assert!(matches!(reply, Reply::Challenge { .. }), "{reply:?}");
+    let mut rest = Vec::new();
+    within("relay to close", conn.get_mut().read_to_end(&mut rest))
+        .await
+        .expect("a clean close");
+    let waited = started.elapsed();
+    assert!(waited >= deadline, "closed too early: {waited:?}");
+    assert!(
+        waited < deadline + Duration::from_secs(1),
+        "the token check got a deadline of its own: closed after {waited:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_the_client_never_answers_is_reset_at_the_deadline_and_others_go_on() {
     let relay = TestRelay::start(RelayConfig {

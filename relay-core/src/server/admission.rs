@@ -141,10 +141,11 @@ pub(super) fn handshake_ticket(
 
 /// Checks the client's token when the relay requires one. `None` when the client is gone or
 /// has been refused (a wrong token is answered after a delay that grows with the address's
-/// recent failures).
+/// recent failures). The proof must arrive before `deadline`, the handshake's.
 pub(super) async fn check_token(
     mut client: Client,
     hello: &Bytes,
+    deadline: tokio::time::Instant,
     shared: &Shared,
     ticket: &mut HandshakeTicket,
     shutdown: &CancellationToken,
@@ -155,7 +156,7 @@ pub(super) async fn check_token(
         return Some(client);
     }
     let timeout = shared.config.handshake_timeout;
-    let checked = tokio::time::timeout(timeout, client.authenticate(&access, hello)).await;
+    let checked = tokio::time::timeout_at(deadline, client.authenticate(&access, hello)).await;
     match checked {
         Ok(Ok(())) => return Some(client),
         Ok(Err(AuthFailure::Left)) | Err(_) => {

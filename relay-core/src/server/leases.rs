@@ -34,6 +34,9 @@ pub(super) struct Tunnel {
     pub(super) secret: LeaseSecret,
     /// Visitors were waiting in its accept queue for a reclaimed port.
     pub(super) reclaimed: bool,
+    /// When the lease it was reclaimed from would have run out: if the rest of the hello
+    /// cannot be granted, the port goes back to its lease instead of being freed.
+    lease_expires: Option<Instant>,
     guard: PortLease,
     /// Held as long as the port is granted or leased.
     charge: PortCharge,
@@ -97,34 +100,15 @@ impl Leases {
     ) -> Result<Vec<Tunnel>, Shortfall> {
         let mut granted = Vec::with_capacity(requests.len());
         for request in requests {
-            let reclaimed = match request.preferred_port {
-                Some(p) if charger.allowed.contains(&p) => self.reclaim(request).await,
-                _ => None,
-            };
-            let tunnel = match reclaimed {
-                Some(tunnel) => tunnel,
-                None => {
-                    let no_port = || Shortfall::NoFreePort {
-                        range: charger.describe_allowed(),
-                    };
-                    // Bound before it is charged: when no port is free at all, that is the
-                    // answer, whatever the client's share.
-                    let (listener, guard) = pool
-                        .bind_within(request.preferred_port, &charger.allowed)
-                        .ok_or_else(no_port)?;
-                    let charge = charger.charge()?;
-                    let port = guard.port();
-                    Tunnel {
-                        port,
-                        listener,
-                        secret: LeaseSecret::random(),
-                        reclaimed: false,
-                        guard,
-                        charge,
-                    }
+            match self.grant_one(pool, request, charger).await {
+                Ok(tunnel) => granted.push(tunnel),
+                Err(shortfall) => {
+                    // All or nothing: ports reclaimed for the earlier requests stay leased to
+                    // their owner, who may retry with fewer tunnels.
+                    self.restore(granted);
+                    return Err(shortfall);
                 }
-            };
-            granted.push(tunnel);
+            }
         }
         // A reclaimed port keeps its secret: a client whose reconnect dies after the relay
         // granted it, before the welcome arrived, must still hold a valid one.
@@ -139,6 +123,72 @@ impl Leases {
             );
         }
         Ok(granted)
+    }
+
+    /// One request: its leased port if the lease is valid, else a new port charged to the
+    /// client.
+    async fn grant_one(
+        &self,
+        pool: &PortPool,
+        request: &TunnelRequest,
+        charger: &Charger<'_>,
+    ) -> Result<Tunnel, Shortfall> {
+        let reclaimed = match request.preferred_port {
+            Some(p) if charger.allowed.contains(&p) => self.reclaim(request).await,
+            _ => None,
+        };
+        if let Some(tunnel) = reclaimed {
+            return Ok(tunnel);
+        }
+        let no_port = || Shortfall::NoFreePort {
+            range: charger.describe_allowed(),
+        };
+        // Bound before it is charged: when no port is free at all, that is the answer,
+        // whatever the client's share.
+        let (listener, guard) = pool
+            .bind_within(request.preferred_port, &charger.allowed)
+            .ok_or_else(no_port)?;
+        let charge = charger.charge()?;
+        Ok(Tunnel {
+            port: guard.port(),
+            listener,
+            secret: LeaseSecret::random(),
+            reclaimed: false,
+            lease_expires: None,
+            guard,
+            charge,
+        })
+    }
+
+    /// Undoes a partial grant: reclaimed ports return to their leases with their old expiry,
+    /// new ones are freed (dropping them releases the port and its charge).
+    fn restore(&self, granted: Vec<Tunnel>) {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        for tunnel in granted {
+            let Some(expires) = tunnel.lease_expires.filter(|e| *e > now) else {
+                continue;
+            };
+            debug!(
+                port = tunnel.port,
+                "hello refused; port returns to its lease"
+            );
+            // The expiry scheduled when the lease began still stands.
+            Self::insert_leased(&mut entries, tunnel, expires);
+        }
+    }
+
+    fn insert_leased(entries: &mut HashMap<u16, Entry>, tunnel: Tunnel, expires: Instant) {
+        entries.insert(
+            tunnel.port,
+            Entry::Leased {
+                secret: tunnel.secret,
+                listener: tunnel.listener,
+                guard: tunnel.guard,
+                charge: tunnel.charge,
+                expires,
+            },
+        );
     }
 
     /// The port the request's lease names, if the secret matches: straight from the lease, or
@@ -156,6 +206,7 @@ impl Leases {
                             listener,
                             guard,
                             charge,
+                            expires,
                             ..
                         }) = entries.remove(&port)
                         else {
@@ -176,6 +227,7 @@ impl Leases {
                             listener,
                             secret: secret.clone(),
                             reclaimed: true,
+                            lease_expires: Some(expires),
                             guard,
                             charge,
                         });
@@ -202,19 +254,9 @@ impl Leases {
                 entries.remove(&tunnel.port);
                 continue;
             };
-            let expires = Instant::now() + ttl;
-            entries.insert(
-                tunnel.port,
-                Entry::Leased {
-                    secret: tunnel.secret,
-                    listener: tunnel.listener,
-                    guard: tunnel.guard,
-                    charge: tunnel.charge,
-                    expires,
-                },
-            );
+            let (port, expires) = (tunnel.port, Instant::now() + ttl);
+            Self::insert_leased(&mut entries, tunnel, expires);
             let leases = Arc::clone(self);
-            let port = tunnel.port;
             tokio::spawn(async move {
                 tokio::time::sleep_until(expires).await;
                 leases.expire(port, expires);

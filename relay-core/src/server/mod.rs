@@ -332,6 +332,7 @@ async fn handle_connection(
     let checked = admission::check_token(
         client,
         &hello_bytes,
+        deadline,
         &shared,
         &mut handshake_permit,
         &shutdown,
