@@ -14,6 +14,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::handshake::Client;
 use super::leases::Tunnel as Port;
 use super::metrics::{SessionMetrics, VisitorMetrics};
+use super::per_addr::AddrGroup;
 use super::refusals::Refusal;
 use super::visitor;
 use super::{Shared, admission};
@@ -168,6 +169,7 @@ async fn serve(
     let session = session.child_token();
     let cap = admission::visitor_cap(config, client.token.as_deref());
     let token = client.token.clone();
+    let group = AddrGroup::from(client.peer.ip());
     let revoked = shared.gate.access.revoked(token.as_deref());
     let (sock, early) = client.conn.into_parts();
     super::budget::tune_session_socket(sock.tcp());
@@ -216,6 +218,7 @@ async fn serve(
                 tunnel.clone(),
                 limit,
                 closed,
+                group,
                 shared,
             )
         },
@@ -380,6 +383,7 @@ async fn accept_visitors(
     tunnel: Arc<Tunnel>,
     limit: &Arc<Semaphore>,
     closed: &CancellationToken,
+    group: AddrGroup,
     shared: &Arc<Shared>,
 ) {
     loop {
@@ -405,10 +409,28 @@ async fn accept_visitors(
             reset_on_close(&tcp);
             continue;
         };
+        let open = match shared.open_visitors.admit(group) {
+            Ok(open) => open,
+            Err(refusal) => {
+                if shared.refusals.note(refusal) {
+                    let (limit, per_addr) =
+                        (shared.open_visitors.limit(), shared.open_visitors.per_addr());
+                    warn!(visitor.addr = %addr, limit, per_addr, reason = refusal.label(),
+                        "relay-wide visitor budget reached; resetting visitor");
+                }
+                reset_on_close(&tcp);
+                continue;
+            }
+        };
         let visitor_id = shared.next_id();
         tunnel.visitors.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("visitor", visitor.id = visitor_id, visitor.addr = %addr);
         let task = visitor::serve(tcp, addr, visitor_id, index, tunnel.clone(), permit);
+        // The visitor's place in the relay-wide budget is held until its task ends.
+        let task = async move {
+            let _open = open;
+            task.await
+        };
         shared.tasks.spawn(task.instrument(span));
     }
 }
