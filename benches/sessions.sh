@@ -26,10 +26,19 @@ for b in "$RELAY_BIN" "$LOADGEN"; do
 done
 top=${STEPS##*,}
 # Two descriptors per session on the relay (connection and public listener) and one in loadgen.
-want_fds=$((2 * top + 1024))
+want_fds=$((2 * top + 512))
 if (( $(ulimit -n) < want_fds )); then
     ulimit -Hn "$want_fds" 2>/dev/null || true
-    ulimit -n "$want_fds" 2>/dev/null || { echo "sessions.sh: cannot raise ulimit -n to $want_fds" >&2; exit 1; }
+    if ! ulimit -n "$want_fds" 2>/dev/null; then
+        # Without CAP_SYS_RESOURCE the hard limit stays: take the most sessions it allows.
+        ulimit -n "$(ulimit -Hn)"
+        fit=$(( ($(ulimit -n) - 512) / 2 / 100 * 100 ))
+        (( fit > 0 )) || { echo "sessions.sh: ulimit -n $(ulimit -n) leaves no room" >&2; exit 1; }
+        echo "sessions.sh: the hard limit of $(ulimit -Hn) open files allows $fit sessions, not $top" >&2
+        STEPS=$(tr , '\n' <<<"$STEPS" | awk -v fit="$fit" '$1 < fit' | paste -sd,),$fit
+        STEPS=${STEPS#,}
+        top=$fit
+    fi
 fi
 
 work=$(mktemp -d /tmp/sessions.XXXXXX)
