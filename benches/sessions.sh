@@ -89,7 +89,7 @@ for n in "${steps[@]}"; do
     r=$(rss)
     per=$(echo "scale=1; ($r - $idle) / $n" | bc)
     tcp=$(( $(tcp_pages) - tcp_idle ))
-    out+=" rss_${n}_kib=$r per_session_${n}_kib=$per tcp_mem_${n}_kib=$((tcp * 4))"
+    out+=" rss_${n}_kib=$r per_session_${n}_kib=$per host_tcp_mem_delta_${n}_kib=$((tcp * 4))"
     if [[ $n == "$top" ]]; then
         # CPU spent while every session only keeps its heartbeat.
         iv=$(sed 's/s$//' <<<"$HEARTBEAT")

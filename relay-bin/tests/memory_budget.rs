@@ -200,7 +200,11 @@ async fn one_client_gets_its_share_of_the_relay_wide_visitor_cap() {
     }
     assert_eq!(scrape(metrics, refused).await, (TRIED - SHARE) as u64);
     let relay_wide = r#"relay_refusals_total{reason="open_visitor_cap"}"#;
-    assert_eq!(scrape(metrics, relay_wide).await, 0, "the relay had room left");
+    assert_eq!(
+        scrape(metrics, relay_wide).await,
+        0,
+        "the relay had room left"
+    );
     let open = r#"relay_visitors_open{token="-"}"#;
     assert_eq!(scrape(metrics, open).await, SHARE as u64);
 

@@ -123,7 +123,9 @@ pub fn visitor_cap(tcp_pressure: Option<u64>) -> usize {
     let (num, den) = VISITOR_SHARE_OF_TCP_PRESSURE;
     let share = pressure.saturating_mul(num as u64) / den as u64;
     let per_visitor = Budget::new(1).visitor_kernel as u64;
-    usize::try_from(share / per_visitor).unwrap_or(usize::MAX).max(1)
+    usize::try_from(share / per_visitor)
+        .unwrap_or(usize::MAX)
+        .max(1)
 }
 
 /// A client address's default share of the relay-wide visitor cap: a quarter (like the upper

@@ -82,7 +82,11 @@ impl OpenVisitors {
 
 impl Drop for OpenVisitor {
     fn drop(&mut self) {
-        let mut held = self.owner.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self
+            .owner
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = held.get_mut(&self.group) {
             *n -= 1;
             if *n == 0 {
