@@ -36,6 +36,7 @@ else
 fi
 HOLD_N=${HOLD_N:-5000}   # idle visitors for the memory figure (the issue asks for >= 5,000)
 BIG_N=${BIG_N:-10000}    # concurrent visitors through one session
+export RELAY_MAX_OPEN_VISITORS=$((BIG_N + 1000)) RELAY_MAX_OPEN_VISITORS_PER_ADDR=$((BIG_N + 1000)) # idle, beyond the tcp_mem-derived default
 RATE_CONCURRENCY=${RATE_CONCURRENCY:-16}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -418,6 +419,7 @@ if [[ $BENCH_PROFILE == 1 ]] && command -v perf >/dev/null; then
 fi
 stop_system "$MARK"
 memory relay start_relay
+[[ ${BENCH_SESSIONS:-0} == 1 ]] && { log "relay: idle tunnel sessions (benches/sessions.sh)"; "$ROOT/benches/sessions.sh" >&2 || true; }
 
 # The same tunnels with TLS between client and relay (relay --tls-self-signed, clients
 # --tls-fingerprint), right after the plain ones, so the two are compared within one run.

@@ -132,3 +132,98 @@ async fn visitors_that_never_read_stay_within_the_budget() {
     drop(visitors);
     client.abort();
 }
+
+/// The relay-wide cap, and one client address's share of it: a client whose visitors never
+/// read gets its share of visitors and no more (the rest are reset at once and counted), so
+/// what it pins stays within the share's budget, while the relay keeps room for other clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_gets_its_share_of_the_relay_wide_visitor_cap() {
+    const CAP: usize = 64;
+    const SHARE: usize = CAP / 4;
+    const TRIED: usize = 3 * SHARE;
+    let relay = Relay::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--max-open-visitors",
+        &CAP.to_string(),
+    ]);
+    let budget_line = relay.proc.wait_stderr("visitor budget", DEADLINE);
+    assert!(
+        budget_line.contains(&format!("open_visitors={CAP}"))
+            && budget_line.contains(&format!("per_client_addr={SHARE}")),
+        "start line states the budget: {budget_line}"
+    );
+    let log = relay.proc.wait_stderr("metrics listening", DEADLINE);
+    let metrics: SocketAddr = log
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("metrics="))
+        .and_then(|a| a.parse().ok())
+        .expect("metrics address");
+    let (kernel_before, rss_before) = (tcp_mem_bytes(), rss_bytes(relay.proc.id()));
+
+    let config = TunnelConfig {
+        reconnect: relay_core::client::Reconnect::never(),
+        ..TunnelConfig::default()
+    };
+    let listener = TunnelListener::connect(&relay.host_port(), config)
+        .await
+        .expect("tunnel");
+    let public = SocketAddr::from(([127, 0, 0, 1], listener.public_addr().port));
+    let client = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![0x5a_u8; 64 * 1024];
+                while stream.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    let mut visitors = Vec::new();
+    for _ in 0..TRIED {
+        let sock = TcpSocket::new_v4().expect("socket");
+        sock.set_recv_buffer_size(4096).expect("rcvbuf");
+        // A refused visitor may be reset before its connect returns.
+        if let Ok(visitor) = sock.connect(public).await {
+            visitors.push(visitor);
+        }
+    }
+
+    let refused = r#"relay_refusals_total{reason="addr_visitor_share"}"#;
+    let moved = r#"relay_tunnel_bytes_total{direction="client_to_visitor",token="-"}"#;
+    let end = Instant::now() + DEADLINE;
+    let (mut last, mut steady) = (0, 0);
+    while steady < 5 || scrape(metrics, refused).await < (TRIED - SHARE) as u64 {
+        assert!(Instant::now() < end, "the refusals or the stall never came");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = scrape(metrics, moved).await;
+        steady = if now == last { steady + 1 } else { 0 };
+        last = now;
+    }
+    assert_eq!(scrape(metrics, refused).await, (TRIED - SHARE) as u64);
+    let relay_wide = r#"relay_refusals_total{reason="open_visitor_cap"}"#;
+    assert_eq!(
+        scrape(metrics, relay_wide).await,
+        0,
+        "the relay had room left"
+    );
+    let open = r#"relay_visitors_open{token="-"}"#;
+    assert_eq!(scrape(metrics, open).await, SHARE as u64);
+
+    let kernel = tcp_mem_bytes().saturating_sub(kernel_before);
+    let rss = rss_bytes(relay.proc.id()).saturating_sub(rss_before);
+    let budget = Budget::new(relay_core::server::DEFAULT_MAX_VISITORS_PER_TUNNEL);
+    // Refused visitors' sockets are gone on the relay; the test's own count in SLACK.
+    let allowed = budget.per_session_with(SHARE) + SLACK;
+    println!(
+        "{TRIED} stalled visitors tried, {SHARE} admitted: kernel TCP +{} KiB, relay RSS +{} KiB; \
+         budget {} KiB",
+        kernel / 1024,
+        rss / 1024,
+        allowed / 1024
+    );
+    assert!(
+        kernel + rss <= allowed,
+        "kernel +{kernel} and RSS +{rss} bytes exceed the share's budget of {allowed}"
+    );
+    drop(visitors);
+    client.abort();
+}

@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use relay_core::RelayConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -33,11 +34,22 @@ async fn every_byte_value_passes_unaltered() {
     assert!(back == all, "bytes were altered, reordered or lost");
 }
 
+/// More open visitors from one client address (all tests connect from 127.0.0.1) than the
+/// relay-wide budget derived from `tcp_mem` allows by default on a small host: these tests are
+/// about many visitors, not about the budget (`relay-bin/tests/memory_budget.rs` is).
+fn many_visitors() -> RelayConfig {
+    RelayConfig {
+        max_open_visitors: Some(10_000),
+        max_open_visitors_per_addr: Some(10_000),
+        ..RelayConfig::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_sessions_with_a_hundred_visitors_each_stay_apart() {
     const VISITORS: usize = 100;
     const LEN: usize = 64 * 1024 + 3;
-    let relay = TestRelay::default().await;
+    let relay = TestRelay::start(many_visitors()).await;
     let mut addrs = Vec::new();
     let mut servers = Vec::new();
     for client in 0..3u8 {
@@ -132,7 +144,7 @@ async fn a_stalled_visitor_does_not_block_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_visitors_open_at_once_on_one_session() {
     const VISITORS: usize = 2000;
-    let relay = TestRelay::default().await;
+    let relay = TestRelay::start(many_visitors()).await;
     let listener = relay.tunnel().await;
     let addr = public(&listener);
     let _server = serve_echo(listener, Vec::new());

@@ -117,6 +117,17 @@ struct Args {
     #[arg(long, env = "RELAY_MAX_FAILED_CLAIMS", default_value_t = server::DEFAULT_MAX_FAILED_CLAIMS)]
     max_failed_claims: u32,
 
+    /// Visitors open at once across all tunnels; further visitors are reset [default: as many
+    /// as fit, each at its worst-case kernel socket memory, in 3/4 of the kernel's TCP
+    /// memory-pressure threshold (tcp_mem); logged at start].
+    #[arg(long, env = "RELAY_MAX_OPEN_VISITORS")]
+    max_open_visitors: Option<usize>,
+
+    /// Visitors open at once for the tunnels of one client address (IPv6: one /64) [default: a
+    /// quarter of --max-open-visitors].
+    #[arg(long, env = "RELAY_MAX_OPEN_VISITORS_PER_ADDR")]
+    max_open_visitors_per_addr: Option<usize>,
+
     /// Serve Prometheus metrics at /metrics and a health check at /healthz (200 while
     /// accepting, 503 while draining) on PORT, HOST:PORT or [V6]:PORT [default: off].
     #[arg(long, env = "RELAY_METRICS", value_name = "ADDR")]
@@ -169,6 +180,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             offers: args.max_offers_per_addr,
         },
         max_failed_claims: args.max_failed_claims,
+        max_open_visitors: args.max_open_visitors,
+        max_open_visitors_per_addr: args.max_open_visitors_per_addr,
     };
     let workers = Workers::start(args.threads).context("cannot start worker threads")?;
     let relay = RelayServer::new(listener, config)

@@ -112,7 +112,13 @@ impl FrameReader {
         let want = self.want().unwrap_or(READ_AHEAD);
         self.buf.reserve(want);
         let mut limited = (&mut self.buf).limit(want);
-        tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut limited)
+        let result = tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut limited);
+        if result.is_pending() && self.buf.is_empty() {
+            // Between frames a reader may wait for hours (a session's control stream between
+            // heartbeats): keep no buffer while it does.
+            self.buf = BytesMut::new();
+        }
+        result
     }
 
     /// Reads the next frame's body from `io`, undecoded. Cancel-safe: partial frames stay in

@@ -6,6 +6,10 @@
 //! syscall per batch: reads come from a buffer filled by large reads; headers and small bodies
 //! are gathered and written together, large bodies go out in one vectored write with whatever
 //! was gathered before them.
+//!
+//! An idle session holds no buffer: the read buffer is handed back whenever the socket has
+//! nothing more to read, and a write buffer grown by a burst is handed back once written out.
+//! Thousands of idle sessions then cost their sockets and yamux's state, not 64 KiB each.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -13,10 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Size of the read buffer; reads at least this large bypass it.
 const READ_BUFFER: usize = 64 * 1024;
+/// A write buffer with more room than this is handed back once empty; smaller ones are kept,
+/// so steady small traffic does not reallocate.
+const GATHER_KEEP: usize = 64 * 1024;
 /// Writes at least this large are not copied but sent with a vectored write.
 const DIRECT_WRITE: usize = 8 * 1024;
 /// Most bytes gathered before they must be written out, whatever the flushing.
@@ -36,9 +44,8 @@ pub(super) struct SessionIo<T> {
     inner: T,
     lost: Arc<AtomicBool>,
     written: FrameWatch,
-    read_buf: Box<[u8]>,
-    read_pos: usize,
-    read_len: usize,
+    /// Bytes read from the socket and not yet taken by yamux; no capacity while idle.
+    read_buf: BytesMut,
     gathered: Vec<u8>,
     gathered_pos: usize,
     /// Bytes were gathered since the last flush: the next flush is deferred by one task poll,
@@ -61,8 +68,6 @@ impl<T> SessionIo<T> {
         goaway: Arc<AtomicBool>,
         early: &[u8],
     ) -> Self {
-        let mut read_buf = vec![0; READ_BUFFER.max(early.len())].into_boxed_slice();
-        read_buf[..early.len()].copy_from_slice(early);
         SessionIo {
             inner,
             lost,
@@ -70,9 +75,7 @@ impl<T> SessionIo<T> {
                 goaway,
                 ..FrameWatch::default()
             },
-            read_buf,
-            read_pos: 0,
-            read_len: early.len(),
+            read_buf: BytesMut::from(early),
             gathered: Vec::new(),
             gathered_pos: 0,
             deferred: false,
@@ -99,7 +102,11 @@ impl<T> SessionIo<T> {
     fn consume_gathered(&mut self, n: usize) {
         self.gathered_pos += n;
         if self.gathered_pos == self.gathered.len() {
-            self.gathered.clear();
+            if self.gathered.capacity() > GATHER_KEEP {
+                self.gathered = Vec::new();
+            } else {
+                self.gathered.clear();
+            }
             self.gathered_pos = 0;
         }
     }
@@ -128,23 +135,30 @@ impl<T: AsyncRead + Unpin> AsyncRead for SessionIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.read_pos == this.read_len {
+        if this.read_buf.is_empty() {
             if buf.remaining() >= READ_BUFFER {
                 let before = buf.filled().len();
                 let result = Pin::new(&mut this.inner).poll_read(cx, buf);
                 let eof = buf.filled().len() == before;
                 return this.watch(result, |_| eof);
             }
-            let mut fill = ReadBuf::new(&mut this.read_buf);
-            let result = Pin::new(&mut this.inner).poll_read(cx, &mut fill);
-            let n = fill.filled().len();
-            ready!(this.watch(result, |_| n == 0))?;
-            this.read_pos = 0;
-            this.read_len = n;
+            // Reuses the allocation in place when it is still here (nothing else holds it).
+            this.read_buf.reserve(READ_BUFFER);
+            let result =
+                tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.read_buf);
+            if result.is_pending() {
+                // Nothing to read: the session may stay idle for hours, so keep no buffer.
+                this.read_buf = BytesMut::new();
+                return Poll::Pending;
+            }
+            let n = ready!(this.watch(result, |n| *n == 0))?;
+            if n == 0 {
+                return Poll::Ready(Ok(()));
+            }
         }
-        let n = buf.remaining().min(this.read_len - this.read_pos);
-        buf.put_slice(&this.read_buf[this.read_pos..this.read_pos + n]);
-        this.read_pos += n;
+        let n = buf.remaining().min(this.read_buf.len());
+        buf.put_slice(&this.read_buf[..n]);
+        this.read_buf.advance(n);
         Poll::Ready(Ok(()))
     }
 }

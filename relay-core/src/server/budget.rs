@@ -104,6 +104,66 @@ impl Budget {
     }
 }
 
+/// The part of the kernel's TCP memory-pressure threshold (`tcp_mem[1]`) the relay's visitors
+/// may fill at their worst case, as a fraction: the rest stays for every other connection on
+/// the host, so stalled visitors alone never reach pressure.
+pub const VISITOR_SHARE_OF_TCP_PRESSURE: (usize, usize) = (3, 4);
+
+/// Relay-wide open-visitor cap where the kernel's TCP memory limits cannot be read.
+pub const FALLBACK_OPEN_VISITORS: usize = 1024;
+
+/// The default relay-wide cap on open visitors: as many as fit, each at its worst-case kernel
+/// memory ([`Budget::visitor_kernel`], from the socket buffer constants), in
+/// [`VISITOR_SHARE_OF_TCP_PRESSURE`] of `tcp_pressure` bytes; [`FALLBACK_OPEN_VISITORS`] when
+/// that is unknown. Never below 1.
+pub fn visitor_cap(tcp_pressure: Option<u64>) -> usize {
+    let Some(pressure) = tcp_pressure else {
+        return FALLBACK_OPEN_VISITORS;
+    };
+    let (num, den) = VISITOR_SHARE_OF_TCP_PRESSURE;
+    let share = pressure.saturating_mul(num as u64) / den as u64;
+    let per_visitor = Budget::new(1).visitor_kernel as u64;
+    usize::try_from(share / per_visitor)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+/// A client address's default share of the relay-wide visitor cap: a quarter (like the upper
+/// bound of the other per-address shares), so at least four clients are needed to fill it.
+pub fn visitor_share(cap: usize) -> usize {
+    (cap / 4).max(1)
+}
+
+/// The kernel's TCP memory-pressure threshold in bytes: `tcp_mem[1]` (pages) from `tcp_mem`
+/// text, times `page_size`.
+pub fn parse_tcp_pressure(tcp_mem: &str, page_size: u64) -> Option<u64> {
+    let pages: u64 = tcp_mem.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages.saturating_mul(page_size))
+}
+
+/// This host's TCP memory-pressure threshold in bytes, if the kernel tells it.
+pub fn tcp_pressure() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem").ok()?;
+    parse_tcp_pressure(&text, page_size())
+}
+
+/// The page size `tcp_mem` counts in: `AT_PAGESZ` from the process's auxiliary vector (pairs of
+/// native words), 4096 when that cannot be read.
+fn page_size() -> u64 {
+    const AT_PAGESZ: u64 = 6;
+    let Ok(auxv) = std::fs::read("/proc/self/auxv") else {
+        return 4096;
+    };
+    let words: Vec<u64> = auxv
+        .chunks_exact(8)
+        .map(|w| u64::from_ne_bytes(w.try_into().unwrap_or([0; 8])))
+        .collect();
+    words
+        .chunks_exact(2)
+        .find(|pair| pair[0] == AT_PAGESZ)
+        .map_or(4096, |pair| pair[1])
+}
+
 /// A session socket's receive buffer as the kernel sizes it by default (`tcp_rmem[1]`).
 const SESSION_RECV_TYPICAL: usize = 128 * 1024;
 
@@ -119,5 +179,22 @@ mod tests {
         assert_eq!(b.per_visitor(), 1664 * 1024);
         assert_eq!(b.visitors_per_session, MUX_MAX_STREAMS);
         assert_eq!(b.per_session_with(100), 16_768 * 1024 + 100 * 1664 * 1024);
+    }
+
+    #[test]
+    fn the_visitor_cap_keeps_stalled_visitors_within_a_share_of_tcp_pressure() {
+        // tcp_mem of a 24 GiB host: pressure at 383,878 pages of 4 KiB (1.46 GiB).
+        let pressure = parse_tcp_pressure("287907\t383878\t575814\n", 4096);
+        assert_eq!(pressure, Some(383_878 * 4096));
+        let cap = visitor_cap(pressure);
+        let worst = Budget::new(1).visitor_kernel as u64;
+        assert!(cap as u64 * worst <= pressure.unwrap() * 3 / 4);
+        assert!((cap as u64 + 1) * worst > pressure.unwrap() * 3 / 4);
+        assert_eq!(cap, 1124);
+        assert_eq!(visitor_share(cap), 281);
+        assert_eq!(visitor_cap(None), FALLBACK_OPEN_VISITORS);
+        assert_eq!(visitor_cap(Some(1)), 1);
+        assert_eq!(parse_tcp_pressure("junk", 4096), None);
+        assert!(page_size() >= 4096);
     }
 }

@@ -75,6 +75,12 @@ pub struct RelayConfig {
     /// per minute; further claims are refused until its minute is over. Successful claims
     /// never count.
     pub max_failed_claims: u32,
+    /// Visitors open at once relay-wide; further visitors are reset. `None`: derived at start
+    /// from the kernel's TCP memory (see [`visitor_cap`](super::budget::visitor_cap)).
+    pub max_open_visitors: Option<usize>,
+    /// Of those, visitors open at once for the tunnels of one client address (IPv4, or IPv6
+    /// /64). `None`: a quarter of the relay-wide cap.
+    pub max_open_visitors_per_addr: Option<usize>,
 }
 
 impl Default for RelayConfig {
@@ -97,6 +103,8 @@ impl Default for RelayConfig {
             require_tls: false,
             per_addr: PerAddrLimits::default(),
             max_failed_claims: DEFAULT_MAX_FAILED_CLAIMS,
+            max_open_visitors: None,
+            max_open_visitors_per_addr: None,
         }
     }
 }
@@ -147,6 +155,11 @@ impl RelayConfig {
             ("max sessions", self.max_sessions),
             ("max handshakes", self.max_handshakes),
             ("max transfers", self.max_transfers),
+            ("max open visitors", self.max_open_visitors.unwrap_or(1)),
+            (
+                "max open visitors per address",
+                self.max_open_visitors_per_addr.unwrap_or(1),
+            ),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));

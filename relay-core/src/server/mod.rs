@@ -20,6 +20,7 @@ mod config;
 mod handshake;
 mod leases;
 mod metrics;
+mod open_visitors;
 mod opening;
 mod per_addr;
 mod ports;
@@ -58,6 +59,7 @@ use admission::{Gate, HandshakeTicket, Refused};
 use handshake::{Client, Rejection, answer_rejection, read_hello, refuse};
 use leases::Leases;
 use metrics::Metrics;
+use open_visitors::OpenVisitors;
 use ports::PortPool;
 use refusals::{REFUSAL_WINDOW, Refusals};
 use rendezvous::Offers;
@@ -71,6 +73,31 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Connections being told "busy" at once, beyond the handshake cap; past this they are closed
 /// unanswered, so answering a flood costs a bounded number of tasks.
 const MAX_BUSY_ANSWERS: usize = 256;
+
+/// The relay-wide visitor cap as configured, or derived from the kernel's TCP memory; logged,
+/// since it decides how many visitors the relay takes.
+fn open_visitors_cap(config: &RelayConfig) -> Arc<OpenVisitors> {
+    let pressure = budget::tcp_pressure();
+    let limit = config
+        .max_open_visitors
+        .unwrap_or_else(|| budget::visitor_cap(pressure));
+    let per_addr = config
+        .max_open_visitors_per_addr
+        .unwrap_or_else(|| budget::visitor_share(limit))
+        .min(limit);
+    let worst = Budget::new(config.max_visitors_per_tunnel).visitor_kernel;
+    let mib = |b: u64| b / (1024 * 1024);
+    info!(
+        open_visitors = limit,
+        per_client_addr = per_addr,
+        worst_kernel_kib_each = worst / 1024,
+        worst_kernel_mib = mib(limit as u64 * worst as u64),
+        tcp_pressure_mib = pressure.map(mib),
+        derived = config.max_open_visitors.is_none(),
+        "visitor budget (--max-open-visitors, --max-open-visitors-per-addr to change)"
+    );
+    OpenVisitors::new(limit, per_addr)
+}
 
 /// A relay bound to its control port, ready to [`run`](RelayServer::run).
 #[derive(Debug)]
@@ -89,6 +116,8 @@ struct Shared {
     sessions: Arc<Semaphore>,
     transfers: Arc<Semaphore>,
     offers: Offers,
+    /// Visitors open relay-wide and per client address.
+    open_visitors: Arc<OpenVisitors>,
     /// Tokens, per-address shares, failure counts.
     gate: Gate,
     refusals: Refusals,
@@ -115,7 +144,9 @@ impl RelayServer {
         let ports = PortPool::new(local.ip(), port_range);
         let limits = config.per_addr_limits(pool_len).map_err(Error::Config)?;
         let metrics = Arc::new(Metrics::new());
+        let open_visitors = open_visitors_cap(&config);
         let shared = Shared {
+            open_visitors,
             gate: Gate::new(&config, limits),
             ports,
             leases: Arc::new(Leases::counting_expiries(metrics.leases_expired.clone())),

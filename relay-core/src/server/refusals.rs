@@ -54,10 +54,14 @@ pub(super) enum Refusal {
     AddrOfferCap,
     /// A token's scope does not allow what was asked.
     Forbidden,
+    /// A visitor found the relay-wide cap on open visitors reached.
+    OpenVisitorCap,
+    /// A visitor's tunnel client address holds its share of the relay-wide visitor cap.
+    AddrVisitorShare,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 17] = [
+    const ALL: [Refusal; 19] = [
         Refusal::HandshakeCap,
         Refusal::SessionCap,
         Refusal::NoFreePort,
@@ -75,6 +79,8 @@ impl Refusal {
         Refusal::AddrPortShare,
         Refusal::AddrOfferCap,
         Refusal::Forbidden,
+        Refusal::OpenVisitorCap,
+        Refusal::AddrVisitorShare,
     ];
 
     /// A short, stable name for logs and metrics.
@@ -97,6 +103,8 @@ impl Refusal {
             Refusal::AddrPortShare => "addr_port_share",
             Refusal::AddrOfferCap => "addr_offer_cap",
             Refusal::Forbidden => "forbidden",
+            Refusal::OpenVisitorCap => "open_visitor_cap",
+            Refusal::AddrVisitorShare => "addr_visitor_share",
         }
     }
 }

@@ -8,6 +8,7 @@ mod auth;
 mod bulk;
 mod hold;
 mod probe;
+mod sessions;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -115,6 +116,25 @@ enum Cmd {
         /// Stop after this many attempts even before the time is up.
         #[arg(long, default_value_t = 100_000)]
         max_count: u64,
+    },
+    /// Idle tunnel sessions in rising steps (raw protocol, each with its heartbeat), from
+    /// SOURCES loopback addresses (127.3.x.y); SIGUSR1 moves to the next step, then closes all.
+    Sessions {
+        /// The relay's control port.
+        #[arg(long, value_parser = loopback)]
+        addr: SocketAddr,
+        /// Sessions open after each step, rising: `1000,5000,10000`.
+        #[arg(long, value_parser = sessions::parse_steps)]
+        steps: sessions::Steps,
+        /// Source addresses to spread the sessions over.
+        #[arg(long, default_value_t = 64)]
+        sources: u32,
+        /// Sessions being opened at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Longest wait at each step.
+        #[arg(long, default_value_t = 300)]
+        hold_seconds: u64,
     },
     /// Bulk transfer for a fixed time over PARALLEL connections to a `serve bench` server.
     Bulk {
@@ -224,6 +244,16 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 max_count,
             )
             .await
+        }
+        Cmd::Sessions {
+            addr,
+            steps,
+            sources,
+            concurrency,
+            hold_seconds,
+        } => {
+            let hold = Duration::from_secs(hold_seconds.min(3600));
+            sessions::sessions(addr, &steps.0, sources, concurrency.max(1), hold).await
         }
         Cmd::Bulk {
             addr,

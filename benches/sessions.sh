@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# What idle tunnel sessions cost the relay: `loadgen sessions` opens raw-protocol sessions in
+# steps (each with its control stream and heartbeat, like `expose` when nothing visits), while
+# this script reads the relay's resident memory and CPU time from /proc.
+#
+#   benches/sessions.sh                         # 1,000 / 5,000 / 10,000 sessions, 10 s heartbeat
+#   STEPS=500,2000 benches/sessions.sh          # other steps
+#   RELAY_BIN=/path/to/relay benches/sessions.sh  # another relay build (before/after runs)
+#
+# Release binaries (built first: cargo build --release -p relay-bin -p relay-benches). Loopback
+# only; every wait is bounded; only the processes this script started are stopped, by their ids.
+# Prints one `sessions ...` line of key=value figures (KiB, seconds).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+RELAY_BIN=${RELAY_BIN:-$BIN/relay}
+LOADGEN=${LOADGEN:-$BIN/loadgen}
+STEPS=${STEPS:-1000,5000,10000}
+HEARTBEAT=${HEARTBEAT:-10s}     # the relay's default
+CPU_INTERVALS=${CPU_INTERVALS:-3} # heartbeat intervals over which CPU is measured at the top step
+SETTLE=${SETTLE:-3}             # seconds for the relay to settle before a memory reading
+
+for b in "$RELAY_BIN" "$LOADGEN"; do
+    [[ -x $b ]] || { echo "sessions.sh: missing $b; build it first" >&2; exit 1; }
+done
+top=${STEPS##*,}
+# Two descriptors per session on the relay (connection and public listener) and one in loadgen.
+want_fds=$((2 * top + 512))
+if (( $(ulimit -n) < want_fds )); then
+    ulimit -Hn "$want_fds" 2>/dev/null || true
+    if ! ulimit -n "$want_fds" 2>/dev/null; then
+        # Without CAP_SYS_RESOURCE the hard limit stays: take the most sessions it allows.
+        ulimit -n "$(ulimit -Hn)"
+        fit=$(( ($(ulimit -n) - 512) / 2 / 100 * 100 ))
+        (( fit > 0 )) || { echo "sessions.sh: ulimit -n $(ulimit -n) leaves no room" >&2; exit 1; }
+        echo "sessions.sh: the hard limit of $(ulimit -Hn) open files allows $fit sessions, not $top" >&2
+        STEPS=$(tr , '\n' <<<"$STEPS" | awk -v fit="$fit" '$1 < fit' | paste -sd,),$fit
+        STEPS=${STEPS#,}
+        top=$fit
+    fi
+fi
+
+work=$(mktemp -d /tmp/sessions.XXXXXX)
+relay=""; load=""
+cleanup() {
+    [[ -n $load ]] && kill "$load" 2>/dev/null || true
+    [[ -n $relay ]] && kill "$relay" 2>/dev/null || true
+    [[ -n $load ]] && wait "$load" 2>/dev/null || true
+    [[ -n $relay ]] && wait "$relay" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Public ports below the ephemeral range, one per session; the session cap above the top step.
+"$RELAY_BIN" 127.0.0.1:0 --ports 20000-$((20000 + top + 999)) --max-sessions $((top + 256)) \
+    --heartbeat "$HEARTBEAT" 2>"$work/relay.log" &
+relay=$!
+for _ in $(seq 100); do
+    grep -q "relay listening" "$work/relay.log" && break
+    sleep 0.1
+done
+addr=$(grep -o 'control=[0-9.:]*' "$work/relay.log" | head -1 | cut -d= -f2)
+[[ -n $addr ]] || { echo "sessions.sh: relay did not start:" >&2; cat "$work/relay.log" >&2; exit 1; }
+
+ticks=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$relay/stat"; }
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$relay/status"; }
+tcp_pages() { awk '/^TCP:/ {for (i = 1; i < NF; i++) if ($i == "mem") print $(i + 1)}' /proc/net/sockstat; }
+wait_line() { # wait_line PATTERN SECONDS: until loadgen printed a line matching PATTERN
+    local deadline=$((SECONDS + $2))
+    until grep -q "$1" "$work/load.out"; do
+        (( SECONDS < deadline )) || { echo "sessions.sh: no '$1' from loadgen in $2 s" >&2; cat "$work/load.out" "$work/load.err" >&2; exit 1; }
+        kill -0 "$load" 2>/dev/null || { echo "sessions.sh: loadgen ended early" >&2; cat "$work/load.out" "$work/load.err" >&2; exit 1; }
+        sleep 0.2
+    done
+}
+
+sleep "$SETTLE"
+idle=$(rss)
+tcp_idle=$(tcp_pages)
+"$LOADGEN" sessions --addr "$addr" --steps "$STEPS" --hold-seconds 600 >"$work/load.out" 2>"$work/load.err" &
+load=$!
+out="sessions relay_idle_kib=$idle"
+IFS=, read -r -a steps <<<"$STEPS"
+for n in "${steps[@]}"; do
+    wait_line "step=$n " 600
+    sleep "$SETTLE"
+    r=$(rss)
+    per=$(echo "scale=1; ($r - $idle) / $n" | bc)
+    tcp=$(( $(tcp_pages) - tcp_idle ))
+    out+=" rss_${n}_kib=$r per_session_${n}_kib=$per host_tcp_mem_delta_${n}_kib=$((tcp * 4))"
+    if [[ $n == "$top" ]]; then
+        # CPU spent while every session only keeps its heartbeat.
+        iv=$(sed 's/s$//' <<<"$HEARTBEAT")
+        before=$(cpu_ticks)
+        sleep $((iv * CPU_INTERVALS))
+        after=$(cpu_ticks)
+        out+=" cpu_s_per_heartbeat_${n}=$(echo "scale=3; ($after - $before) / $ticks / $CPU_INTERVALS" | bc)"
+    fi
+    kill -USR1 "$load"
+done
+wait_line "^closed" 120
+wait "$load" || true
+load=""
+# Closed sessions leave the relay's tables as their tasks end; give it a bounded moment.
+deadline=$((SECONDS + 30))
+while (( SECONDS < deadline )) && (( $(grep -c "session closed" "$work/relay.log") < top )); do sleep 0.5; done
+sleep "$SETTLE"
+out+=" rss_after_close_kib=$(rss) $(grep -o 'heartbeats=[0-9]* failed=[0-9]*' "$work/load.out")"
+out+=" errors=$(grep -o 'errors=[0-9]*' "$work/load.out" | tail -1 | cut -d= -f2)"
+echo "$out"
