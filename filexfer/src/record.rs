@@ -8,13 +8,16 @@
 //! one key. A reader allocates nothing per record and refuses lengths above
 //! [`MAX_PAYLOAD`] before reading them.
 //!
-//! The cipher is `ring`'s ChaCha20-Poly1305 (RFC 8439): its assembly runs at about twice the
-//! speed of the portable implementations here (2.3 vs 1.2 GB/s on one core), which decides
-//! whether a 2-core machine reaches 500 MB/s. For the same reason a [`RecordBuf`] is laid out
-//! exactly as the wire bytes: sealing encrypts in place and one `write_all` sends the record;
-//! opening decrypts in place where the bytes were read.
+//! The cipher is `ring`'s AES-256-GCM from record-layer generation 3 on, ChaCha20-Poly1305
+//! (RFC 8439) with a generation-2 peer ([`Cipher`]). Both are `ring`'s assembly; on a CPU with
+//! AES and carry-less multiply instructions (every x86-64 and ARMv8 server of the last decade)
+//! AES-GCM seals 256 KiB records at 8.3 GB/s against ChaCha20-Poly1305's 1.8 GB/s on one core
+//! here, and with the relay, the sender and the receiver sharing two cores that is the
+//! difference between 0.65x and 0.8x of a plain socket copy. For the same reason a
+//! [`RecordBuf`] is laid out exactly as the wire bytes: sealing encrypts in place and one
+//! `write_all` sends the record; opening decrypts in place where the bytes were read.
 
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
@@ -37,6 +40,28 @@ pub const MAX_PAYLOAD: usize = 1024 * 1024;
 
 /// Largest payload of a control record (everything but data, manifest and resume records).
 pub const CONTROL_PAYLOAD: usize = 4096;
+
+/// The AEAD that seals records; both take a 32-byte key, a 96-bit nonce and give a 16-byte
+/// tag, so the record layout is the same for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cipher {
+    /// Record-layer generation 2 (the first releases).
+    ChaCha20Poly1305,
+    /// Record-layer generation 3 on: several times faster where the CPU has AES instructions.
+    Aes256Gcm,
+}
+
+impl Cipher {
+    /// What this program uses when the peer speaks the same generation.
+    pub const DEFAULT: Cipher = Cipher::Aes256Gcm;
+
+    fn algorithm(self) -> &'static ring::aead::Algorithm {
+        match self {
+            Cipher::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+            Cipher::Aes256Gcm => &AES_256_GCM,
+        }
+    }
+}
 
 /// What a record carries. Sent encrypted, so the relay cannot tell kinds apart except by size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,18 +176,30 @@ pub struct Sealer {
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
+            .field("cipher", self.cipher.algorithm())
             .field("counter", &self.counter)
             .finish()
     }
 }
 
 impl Sealer {
-    /// A sealer for the direction keyed with `key`; the first record uses counter 0.
+    /// A sealer with [`Cipher::DEFAULT`] for the direction keyed with `key`; the first record
+    /// uses counter 0.
     pub fn new(key: &[u8; 32]) -> Self {
+        Sealer::with_cipher(Cipher::DEFAULT, key)
+    }
+
+    /// A sealer with `cipher` for the direction keyed with `key`.
+    pub fn with_cipher(cipher: Cipher, key: &[u8; 32]) -> Self {
         Sealer {
-            cipher: cipher(key),
+            cipher: bind(cipher, key),
             counter: 0,
         }
+    }
+
+    /// The cipher this sealer uses.
+    pub fn cipher(&self) -> Cipher {
+        cipher_of(&self.cipher)
     }
 
     /// Encrypts `record`'s payload in place as a record of `kind`; afterwards
@@ -209,18 +246,30 @@ pub struct Opener {
 impl std::fmt::Debug for Opener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Opener")
+            .field("cipher", self.cipher.algorithm())
             .field("counter", &self.counter)
             .finish()
     }
 }
 
 impl Opener {
-    /// An opener for the direction keyed with `key`; the first record must carry counter 0.
+    /// An opener with [`Cipher::DEFAULT`] for the direction keyed with `key`; the first record
+    /// must carry counter 0.
     pub fn new(key: &[u8; 32]) -> Self {
+        Opener::with_cipher(Cipher::DEFAULT, key)
+    }
+
+    /// An opener with `cipher` for the direction keyed with `key`.
+    pub fn with_cipher(cipher: Cipher, key: &[u8; 32]) -> Self {
         Opener {
-            cipher: cipher(key),
+            cipher: bind(cipher, key),
             counter: 0,
         }
+    }
+
+    /// The cipher this opener uses.
+    pub fn cipher(&self) -> Cipher {
+        cipher_of(&self.cipher)
     }
 
     /// Checks the body length announced by a length prefix, before anything is read.
@@ -270,11 +319,19 @@ fn next_nonce(counter: &mut u64) -> Result<Nonce> {
     Ok(Nonce::assume_unique_for_key(nonce))
 }
 
-fn cipher(key: &[u8; 32]) -> LessSafeKey {
-    // A 32-byte key is exactly what ChaCha20-Poly1305 takes, so this cannot fail.
-    let key = UnboundKey::new(&CHACHA20_POLY1305, key)
-        .unwrap_or_else(|_| unreachable!("ChaCha20-Poly1305 keys are 32 bytes"));
+fn bind(cipher: Cipher, key: &[u8; 32]) -> LessSafeKey {
+    // Both ciphers take exactly 32-byte keys, so this cannot fail.
+    let key = UnboundKey::new(cipher.algorithm(), key)
+        .unwrap_or_else(|_| unreachable!("both AEADs take 32-byte keys"));
     LessSafeKey::new(key)
+}
+
+fn cipher_of(key: &LessSafeKey) -> Cipher {
+    if key.algorithm() == &AES_256_GCM {
+        Cipher::Aes256Gcm
+    } else {
+        Cipher::ChaCha20Poly1305
+    }
 }
 
 /// Seals and writes records to any byte stream.
