@@ -153,7 +153,15 @@ pub struct RecordWriter<W> {
     inner: W,
     sealer: Sealer,
     scratch: RecordBuf,
+    /// Sealed records not yet written (see [`RecordWriter::queue`]); at most [`COALESCE`]
+    /// bytes, always written before anything that follows them.
+    pending: Vec<u8>,
 }
+
+/// Most bytes of queued records held back to go out in one write. A small file's start, data
+/// and end records then cost the sender one `write` (and the relay and the receiver one read)
+/// instead of three: 10,000 small files took 3.7 s of CPU per GiB with one write per record.
+pub const COALESCE: usize = 64 * 1024;
 
 impl<W: AsyncWrite + Unpin> RecordWriter<W> {
     /// Wraps `inner`, sealing with `sealer`.
@@ -163,10 +171,11 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
             sealer,
             // Data goes through `write_record` with the caller's buffers.
             scratch: RecordBuf::new(CONTROL_PAYLOAD),
+            pending: Vec::new(),
         }
     }
 
-    /// Seals `record` (payload already in place) and writes it.
+    /// Seals `record` (payload already in place) and writes it, after anything queued.
     pub async fn write_record(
         &mut self,
         kind: Kind,
@@ -175,11 +184,63 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         self.sealer
             .seal_in_place(kind, record)
             .map_err(std::io::Error::other)?;
+        self.write_pending().await?;
         self.inner.write_all(record.wire()).await
     }
 
+    /// Seals `record` and queues a copy if it fits with what is queued (at most [`COALESCE`]
+    /// bytes in all); otherwise writes the queue and then the record. Queued records go out
+    /// with the next write or [`flush`](Self::flush): call it before waiting for anything.
+    pub async fn queue_record(
+        &mut self,
+        kind: Kind,
+        record: &mut RecordBuf,
+    ) -> std::io::Result<()> {
+        self.sealer
+            .seal_in_place(kind, record)
+            .map_err(std::io::Error::other)?;
+        if self.pending.len() + record.wire().len() <= COALESCE {
+            self.pending.extend_from_slice(record.wire());
+            return Ok(());
+        }
+        self.write_pending().await?;
+        self.inner.write_all(record.wire()).await
+    }
+
+    /// Seals a control record from a copy of `payload` (at most [`CONTROL_PAYLOAD`] bytes) and
+    /// queues it like [`queue_record`](Self::queue_record).
+    pub async fn queue(&mut self, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
+        if payload.len() > CONTROL_PAYLOAD {
+            return Err(std::io::Error::other("control record too large"));
+        }
+        self.scratch.set_payload(payload);
+        self.sealer
+            .seal_in_place(kind, &mut self.scratch)
+            .map_err(std::io::Error::other)?;
+        if self.pending.len() + self.scratch.wire().len() <= COALESCE {
+            self.pending.extend_from_slice(self.scratch.wire());
+            return Ok(());
+        }
+        self.write_pending().await?;
+        self.inner.write_all(self.scratch.wire()).await
+    }
+
+    /// Writes whatever is queued and flushes the stream.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        self.write_pending().await?;
+        self.inner.flush().await
+    }
+
+    async fn write_pending(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.inner.write_all(&self.pending).await?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
     /// Seals and writes a record from a copy of `payload` (at most [`MAX_PAYLOAD`] bytes; the
-    /// internal buffer grows to the largest payload sent), then flushes.
+    /// internal buffer grows to the largest payload sent) after anything queued, then flushes.
     pub async fn send(&mut self, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
         if payload.len() > MAX_PAYLOAD {
             return Err(std::io::Error::other("control record too large"));
@@ -191,12 +252,14 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         self.sealer
             .seal_in_place(kind, &mut self.scratch)
             .map_err(std::io::Error::other)?;
+        self.write_pending().await?;
         self.inner.write_all(self.scratch.wire()).await?;
         self.inner.flush().await
     }
 
-    /// Flushes and shuts down the write side (TCP FIN).
+    /// Writes whatever is queued, flushes and shuts down the write side (TCP FIN).
     pub async fn shutdown(&mut self) -> std::io::Result<()> {
+        self.write_pending().await?;
         self.inner.shutdown().await
     }
 }
