@@ -1,4 +1,4 @@
-//! File-transfer crypto: sealing and opening `filexfer`'s encrypted records (ChaCha20-Poly1305,
+//! File-transfer crypto: sealing and opening `filexfer`'s encrypted records (AES-256-GCM,
 //! 256 KiB data records) beside a plain copy of the same bytes. This is the per-byte work
 //! `send` and `receive` add on top of the relay; the target is >= 500 MB/s for one
 //! transfer end to end (`cargo run --release -p filexfer --example throughput` measures that).

@@ -20,17 +20,21 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::code::Code;
 use crate::error::{Error, Result};
-use crate::record::{Opener, Sealer};
+use crate::record::{Cipher, Opener, Sealer};
 
 /// Identifies this protocol at the start of the peer-to-peer stream.
 pub const MAGIC: [u8; 8] = *b"RLYXFER\0";
 
 /// Version sent in the clear hello. Version 1 programs refuse anything but 1, so they stop
 /// here with a message naming both versions. From version 2 on this field is the generation
-/// of the handshake and record layer, which later versions keep: a peer accepts any value of
-/// at least 2 and the conversation version is agreed in the first encrypted record
+/// of the handshake and record layer: a peer accepts any value of at least [`MIN_VERSION`],
+/// both use the lower of the two generations (2: ChaCha20-Poly1305 records, 3: AES-256-GCM),
+/// and the conversation version is agreed in the first encrypted record
 /// ([`crate::message::Hello`]).
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
+
+/// The oldest record-layer generation this program still speaks.
+pub const MIN_VERSION: u16 = 2;
 
 /// Binds the PAKE to this application and version, so a code can never be replayed into
 /// another protocol that also uses SPAKE2.
@@ -76,6 +80,20 @@ pub async fn handshake<S>(stream: &mut S, code: &Code, role: Role) -> Result<Key
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    handshake_as(stream, code, role, VERSION).await
+}
+
+/// [`handshake`] claiming record-layer generation `version`, as an older release would.
+pub(crate) async fn handshake_as<S>(
+    stream: &mut S,
+    code: &Code,
+    role: Role,
+    version: u16,
+) -> Result<Keys>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ours = version;
     let peer = role.peer_name();
     let io_err = |e: std::io::Error| Error::vanished(peer, "during the key exchange", &e);
 
@@ -86,7 +104,7 @@ where
     );
     let mut hello = Vec::with_capacity(MAGIC.len() + 3 + msg.len());
     hello.extend_from_slice(&MAGIC);
-    hello.extend_from_slice(&VERSION.to_be_bytes());
+    hello.extend_from_slice(&ours.to_be_bytes());
     hello.push(u8::try_from(msg.len()).map_err(|_| Error::Protocol("PAKE message size".into()))?);
     hello.extend_from_slice(&msg);
     stream.write_all(&hello).await.map_err(io_err)?;
@@ -100,13 +118,18 @@ where
         )));
     }
     let version = u16::from_be_bytes([head[MAGIC.len()], head[MAGIC.len() + 1]]);
-    if version < VERSION {
+    if version < MIN_VERSION {
         return Err(Error::Protocol(format!(
             "the {peer} speaks file-transfer protocol version {version}, this program speaks \
-             version {VERSION} (release {}); update the older one",
+             versions {MIN_VERSION}-{ours} (release {}); update the older one",
             crate::message::RELEASE
         )));
     }
+    let cipher = if version.min(ours) >= 3 {
+        Cipher::Aes256Gcm
+    } else {
+        Cipher::ChaCha20Poly1305
+    };
     let len = usize::from(head[MAGIC.len() + 2]);
     if len != PAKE_MSG_LEN {
         return Err(Error::Protocol(format!(
@@ -119,7 +142,7 @@ where
         .finish(&peer_msg)
         .map_err(|e| Error::Protocol(format!("bad key-exchange message from the {peer}: {e}")))?;
 
-    let schedule = Schedule::derive(&secret);
+    let schedule = Schedule::derive(&secret, cipher);
     let (mine, theirs, seal_key, open_key) = match role {
         Role::Sender => (
             schedule.sender_confirm,
@@ -142,8 +165,8 @@ where
         return Err(Error::WrongCode);
     }
     Ok(Keys {
-        sealer: Sealer::new(&seal_key),
-        opener: Opener::new(&open_key),
+        sealer: Sealer::with_cipher(cipher, &seal_key),
+        opener: Opener::with_cipher(cipher, &open_key),
     })
 }
 
@@ -157,7 +180,7 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn derive(secret: &[u8]) -> Schedule {
+    fn derive(secret: &[u8], cipher: Cipher) -> Schedule {
         let hk = Hkdf::<Sha256>::new(Some(SALT), secret);
         let expand = |info: &[u8]| {
             let mut out = [0u8; 32];
@@ -166,9 +189,21 @@ impl Schedule {
                 .unwrap_or_else(|_| unreachable!("HKDF output length is valid"));
             out
         };
+        // Keys are labelled with their cipher, so one key never serves two algorithms; the
+        // generation-2 labels stay as they were, for the releases that speak only that.
+        let (sender_key, receiver_key) = match cipher {
+            Cipher::ChaCha20Poly1305 => (
+                expand(b"sender to receiver: key"),
+                expand(b"receiver to sender: key"),
+            ),
+            Cipher::Aes256Gcm => (
+                expand(b"sender to receiver: AES-256-GCM key"),
+                expand(b"receiver to sender: AES-256-GCM key"),
+            ),
+        };
         Schedule {
-            sender_key: expand(b"sender to receiver: key"),
-            receiver_key: expand(b"receiver to sender: key"),
+            sender_key,
+            receiver_key,
             sender_confirm: expand(b"sender: key confirmation"),
             receiver_confirm: expand(b"receiver: key confirmation"),
         }
@@ -221,6 +256,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_generation_2_peer_gets_chacha_records_and_a_current_one_aes() {
+        let code = Code::parse("7-apple-river-stone").expect("code");
+        for (old, expected) in [
+            (Some(Role::Sender), Cipher::ChaCha20Poly1305),
+            (Some(Role::Receiver), Cipher::ChaCha20Poly1305),
+            (None, Cipher::Aes256Gcm),
+        ] {
+            let version = |role| if old == Some(role) { 2 } else { VERSION };
+            let (mut a, mut b) = tokio::io::duplex(4096);
+            let (s, r) = tokio::join!(
+                handshake_as(&mut a, &code, Role::Sender, version(Role::Sender)),
+                handshake_as(&mut b, &code, Role::Receiver, version(Role::Receiver))
+            );
+            let (mut s, r) = (s.expect("sender"), r.expect("receiver"));
+            for cipher in [s.sealer.cipher(), s.opener.cipher(), r.sealer.cipher()] {
+                assert_eq!(cipher, expected, "old side {old:?}");
+            }
+            let mut buf = RecordBuf::new(64);
+            buf.set_payload(b"across generations");
+            s.sealer.seal_in_place(Kind::Data, &mut buf).expect("seal");
+            let mut reader = crate::record::RecordReader::new(buf.wire(), r.opener);
+            let mut out = RecordBuf::new(64);
+            assert_eq!(
+                reader.read_record(&mut out).await.expect("open"),
+                Some(Kind::Data)
+            );
+            assert_eq!(out.payload(), b"across generations");
+        }
+    }
+
+    #[tokio::test]
     async fn wrong_words_fail_on_both_sides() {
         let (s, r) = pair("7-apple-river-stone", "7-apple-river-stove").await;
         assert!(matches!(s, Err(Error::WrongCode)), "{s:?}");
@@ -266,7 +332,7 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.contains("the sender speaks file-transfer protocol version 1")
-                && msg.contains("this program speaks version 2 (release "),
+                && msg.contains("this program speaks versions 2-3 (release "),
             "{msg}"
         );
 

@@ -13,7 +13,7 @@
 //! |---|---|
 //! | [`code`] | transfer codes `NAMEPLATE-WORD-WORD-WORD`: generation and parsing |
 //! | [`handshake`] | SPAKE2 + HKDF-SHA256 key exchange with two-way key confirmation |
-//! | [`record`] | ChaCha20-Poly1305 records with counter nonces; [`record::Sealer`] is the hot path |
+//! | [`record`] | AES-256-GCM (ChaCha20-Poly1305 with older peers) records with counter nonces; [`record::Sealer`] is the hot path |
 //! | [`manifest`] | the list of offered files, directories or text, and the receiver's checks |
 //! | [`message`] | payloads of the control records (hello, file start/end, resume, abort) |
 //! | [`transfer`] | the conversation after the handshake, its limits, aborting |

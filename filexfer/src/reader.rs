@@ -31,6 +31,9 @@ pub(crate) enum Chunk {
     End(FileEnd),
     /// Something to tell the user (e.g. a resume offer that did not match).
     Note(String),
+    /// A whole file that fit in one chunk (or none): start, data and end in one message, so
+    /// the network side writes them together.
+    Whole(FileStart, Option<RecordBuf>, FileEnd),
     /// Every entry was read.
     Complete,
 }
@@ -171,7 +174,11 @@ impl Thread {
                 std::io::Seek::rewind(&mut file).map_err(|e| unreadable(&shown, e))?;
             }
         }
-        self.send(Chunk::Start(FileStart { index, offset }))?;
+        // The start and the last data chunk are held back to go out with the end: a small
+        // file is then one message, whose three records the network side writes in one go
+        // (see `RecordWriter::queue`).
+        let mut start = Some(FileStart { index, offset });
+        let mut last = None;
         let mut left = size - offset;
         let mut since_check = 0u64;
         while left > 0 {
@@ -191,6 +198,13 @@ impl Thread {
                     return Err(changed(&format!("{what} while it was being sent")));
                 }
             }
+            if left == 0 {
+                last = Some(buf);
+                break;
+            }
+            if let Some(start) = start.take() {
+                self.send(Chunk::Start(start))?;
+            }
             self.send(Chunk::Data(buf))?;
         }
         // Nothing may follow the announced size, and nothing about the file may have moved.
@@ -202,10 +216,19 @@ impl Thread {
         if let Some(what) = id.change(&after) {
             return Err(changed(&format!("{what} while it was being sent")));
         }
-        self.send(Chunk::End(FileEnd {
+        let end = FileEnd {
             len: size,
             blake3: hash.finalize().into(),
-        }))?;
+        };
+        match start {
+            Some(start) => self.send(Chunk::Whole(start, last, end))?,
+            None => {
+                if let Some(buf) = last {
+                    self.send(Chunk::Data(buf))?;
+                }
+                self.send(Chunk::End(end))?;
+            }
+        }
         Ok(())
     }
 
@@ -296,81 +319,4 @@ fn read_full(file: &mut File, mut buf: &mut [u8], shown: &str) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn read_all(source: Source, resume: HashMap<u32, ResumeOffer>) -> Vec<Result<Chunk>> {
-        let mut reader = spawn_reader(source, resume);
-        let mut out = Vec::new();
-        while let Some(item) = reader.filled.recv().await {
-            let last = matches!(item, Err(_) | Ok(Chunk::Complete));
-            if let Ok(Chunk::Data(buf)) = &item {
-                let _ = reader.free.send(buf.clone());
-            }
-            out.push(item);
-            if last {
-                break;
-            }
-        }
-        out
-    }
-
-    #[tokio::test]
-    async fn the_reader_hashes_exactly_the_announced_bytes_and_resumes() {
-        let path = std::env::temp_dir().join(format!("filexfer-rd-{}", std::process::id()));
-        let data: Vec<u8> = (0..(DATA_CHUNK * 2 + 17))
-            .map(|i| (i % 251) as u8)
-            .collect();
-        std::fs::write(&path, &data).expect("write");
-        let whole = <[u8; 32]>::from(blake3::hash(&data));
-        let prefix = <[u8; 32]>::from(blake3::hash(&data[..1000]));
-        for (offer, from) in [(None, 0), (Some(prefix), 1000), (Some([0; 32]), 0)] {
-            let resume = offer
-                .map(|prefix| {
-                    (
-                        0,
-                        ResumeOffer {
-                            index: 0,
-                            offset: 1000,
-                            prefix,
-                        },
-                    )
-                })
-                .into_iter()
-                .collect();
-            let chunks = read_all(Source::open(&path).expect("open"), resume).await;
-            let mut got = Vec::new();
-            let mut start = None;
-            let mut end = None;
-            for c in chunks {
-                match c.expect("ok") {
-                    Chunk::Start(s) => start = Some(s),
-                    Chunk::Data(buf) => got.extend_from_slice(buf.payload()),
-                    Chunk::End(e) => end = Some(e),
-                    Chunk::Note(_) | Chunk::Complete => {}
-                }
-            }
-            assert_eq!(start.expect("start").offset, from);
-            assert!(got == data[from as usize..], "wrong bytes from {from}");
-            let end = end.expect("end");
-            assert_eq!((end.len, end.blake3), (data.len() as u64, whole));
-        }
-        std::fs::remove_file(&path).expect("cleanup");
-    }
-
-    #[tokio::test]
-    async fn a_file_that_changes_while_it_is_read_is_refused() {
-        let path = std::env::temp_dir().join(format!("filexfer-rd-chg-{}", std::process::id()));
-        std::fs::write(&path, vec![1u8; 1000]).expect("write");
-        let source = Source::open(&path).expect("open");
-        // Appended after listing: the size no longer matches what was announced.
-        std::fs::write(&path, vec![2u8; 2000]).expect("rewrite");
-        let chunks = read_all(source, HashMap::new()).await;
-        let err = chunks
-            .into_iter()
-            .find_map(|c| c.err())
-            .expect("a change must be an error");
-        assert!(matches!(err, Error::Changed { .. }), "{err}");
-        std::fs::remove_file(&path).expect("cleanup");
-    }
-}
+mod tests;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -12,7 +13,7 @@ use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::handshake::Role;
 use crate::manifest::{EntryKind, MANIFEST_PAYLOAD};
-use crate::message::ResumeOffer;
+use crate::message::{FileEnd, FileStart, ResumeOffer};
 use crate::progress::Progress;
 use crate::reader::{Chunk, spawn_reader};
 use crate::record::{Kind, RecordBuf, RecordReader, RecordWriter};
@@ -244,6 +245,62 @@ async fn send<W: AsyncWrite + Unpin>(
     .await
 }
 
+async fn start_file<W: AsyncWrite + Unpin>(
+    writer: &mut RecordWriter<W>,
+    entries: &[(String, Option<u64>)],
+    start: FileStart,
+    progress: &dyn Progress,
+) -> Result<()> {
+    if let Some((path, size)) = entries.get(start.index as usize) {
+        progress.file(path, *size, start.offset);
+    }
+    queue(writer, Kind::FileStart, &start.encode()).await
+}
+
+async fn end_file<W: AsyncWrite + Unpin>(
+    writer: &mut RecordWriter<W>,
+    end: FileEnd,
+    progress: &dyn Progress,
+) -> Result<()> {
+    queue(writer, Kind::FileEnd, &end.encode()).await?;
+    progress.file_done();
+    Ok(())
+}
+
+/// Seals and queues one data record, then gives its buffer back to the reader thread.
+async fn data<W: AsyncWrite + Unpin>(
+    writer: &mut RecordWriter<W>,
+    file: &crate::reader::Reader,
+    mut buf: RecordBuf,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let n = buf.payload().len() as u64;
+    unstalled(async {
+        writer
+            .queue_record(Kind::Data, &mut buf)
+            .await
+            .map_err(write_failed(PEER, "mid-transfer"))
+    })
+    .await?;
+    progress.advance(n);
+    let _ = file.free.send(buf);
+    Ok(n)
+}
+
+async fn queue<W: AsyncWrite + Unpin>(
+    writer: &mut RecordWriter<W>,
+    kind: Kind,
+    payload: &[u8],
+) -> Result<()> {
+    unstalled(async {
+        writer
+            .queue(kind, payload)
+            .await
+            .map_err(write_failed(PEER, "mid-transfer"))
+    })
+    .await
+}
+
 /// Sends every file's start, data and end records, then `Complete`. Returns the data bytes
 /// sent.
 async fn pump<W: AsyncWrite + Unpin>(
@@ -261,32 +318,35 @@ async fn pump<W: AsyncWrite + Unpin>(
     let mut file = spawn_reader(source, resume);
     let mut sent = 0u64;
     loop {
-        let Some(chunk) = file.filled.recv().await else {
-            return Err(file.failure().await);
-        };
-        match chunk? {
-            Chunk::Data(mut buf) => {
-                let n = buf.payload().len() as u64;
+        // Records of small files are queued and go out together; whatever is queued goes out
+        // before waiting for the reader thread, so nothing is held back while it reads.
+        let next = match file.filled.try_recv() {
+            Ok(chunk) => Some(chunk),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
                 unstalled(async {
                     writer
-                        .write_record(Kind::Data, &mut buf)
+                        .flush()
                         .await
                         .map_err(write_failed(PEER, "mid-transfer"))
                 })
                 .await?;
-                sent += n;
-                progress.advance(n);
-                let _ = file.free.send(buf);
+                file.filled.recv().await
             }
-            Chunk::Start(start) => {
-                if let Some((path, size)) = entries.get(start.index as usize) {
-                    progress.file(path, *size, start.offset);
+        };
+        let Some(chunk) = next else {
+            return Err(file.failure().await);
+        };
+        match chunk? {
+            Chunk::Data(buf) => sent += data(writer, &file, buf, progress).await?,
+            Chunk::Start(start) => start_file(writer, &entries, start, progress).await?,
+            Chunk::End(end) => end_file(writer, end, progress).await?,
+            Chunk::Whole(start, buf, end) => {
+                start_file(writer, &entries, start, progress).await?;
+                if let Some(buf) = buf {
+                    sent += data(writer, &file, buf, progress).await?;
                 }
-                send(writer, Kind::FileStart, &start.encode(), "mid-transfer").await?;
-            }
-            Chunk::End(end) => {
-                send(writer, Kind::FileEnd, &end.encode(), "mid-transfer").await?;
-                progress.file_done();
+                end_file(writer, end, progress).await?;
             }
             Chunk::Note(note) => progress.note(&note),
             Chunk::Complete => {

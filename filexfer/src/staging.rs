@@ -17,14 +17,20 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::manifest::{EntryKind, Manifest, split_time};
+use crate::manifest::{EntryKind, Manifest};
 use crate::message::ResumeOffer;
 use crate::names::{self, TEMP_PREFIX};
 use crate::sink::shown;
+
+mod journal;
+mod place;
+
+use journal::{hash_prefix, hex, read_journal, time_field};
+use place::{place_dir, place_file};
 
 /// Name of the data directory inside a staging directory.
 const DATA: &str = "data";
@@ -291,229 +297,5 @@ fn staging_name(manifest: &Manifest) -> String {
     format!("{TEMP_PREFIX}{}", &hex(hasher.finalize().as_bytes())[..16])
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn time_field(mtime: Option<std::time::SystemTime>) -> String {
-    mtime.map_or_else(
-        || "-".to_string(),
-        |t| {
-            let (s, n) = split_time(t);
-            format!("{s}.{n:09}")
-        },
-    )
-}
-
-struct Record {
-    offset: u64,
-    size: u64,
-    mtime: String,
-    prefix: [u8; 32],
-}
-
-/// The last complete, well-formed line per path; anything else is ignored.
-fn read_journal(path: &Path) -> HashMap<String, Record> {
-    let mut out = HashMap::new();
-    let Ok(text) = fs::read_to_string(path) else {
-        return out;
-    };
-    for line in text.split_inclusive('\n') {
-        let Some(line) = line.strip_suffix('\n') else {
-            break;
-        };
-        let mut parts = line.splitn(5, ' ');
-        let (Some(offset), Some(size), Some(mtime), Some(hash), Some(rel)) = (
-            parts.next().and_then(|s| s.parse().ok()),
-            parts.next().and_then(|s| s.parse().ok()),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            continue;
-        };
-        let mut prefix = [0u8; 32];
-        if hash.len() != 64
-            || (0..32).any(|i| {
-                u8::from_str_radix(&hash[2 * i..2 * i + 2], 16)
-                    .map(|b| prefix[i] = b)
-                    .is_err()
-            })
-        {
-            continue;
-        }
-        out.insert(
-            rel.to_string(),
-            Record {
-                offset,
-                size,
-                mtime: mtime.to_string(),
-                prefix,
-            },
-        );
-    }
-    out
-}
-
-/// Hashes the first `len` bytes of `path` (a regular file, not followed if a link).
-fn hash_prefix(path: &Path, len: u64) -> Option<(blake3::Hasher, [u8; 32])> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(crate::source::open_flags(true, false))
-        .open(path)
-        .ok()?;
-    let meta = file.metadata().ok()?;
-    if !meta.is_file() || meta.len() < len {
-        return None;
-    }
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut left = len;
-    while left > 0 {
-        let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
-        file.read_exact(&mut buf[..want]).ok()?;
-        hasher.update(&buf[..want]);
-        left -= want as u64;
-    }
-    let hash = hasher.finalize().into();
-    Some((hasher, hash))
-}
-
-/// A verified file to its final name: never replacing anything without `force`, never
-/// replacing a directory.
-fn place_file(from: &Path, to: &Path, force: bool) -> Result<()> {
-    let occupied = |to: &Path| {
-        if to.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-            Error::IsDirectory { path: shown(to) }
-        } else {
-            Error::Exists { path: shown(to) }
-        }
-    };
-    let failed = |source| Error::Write {
-        path: shown(to),
-        source,
-    };
-    if force {
-        if to.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-            return Err(occupied(to));
-        }
-        return fs::rename(from, to).map_err(failed);
-    }
-    match fs::hard_link(from, to) {
-        Ok(()) => {
-            let _ = fs::remove_file(from);
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(occupied(to)),
-        // No hard links on this file system: check, then rename (a one-call-wide window).
-        Err(_) if to.symlink_metadata().is_err() => fs::rename(from, to).map_err(failed),
-        Err(_) => Err(occupied(to)),
-    }
-}
-
-/// A verified tree to its final name: renamed whole when the name is free; merged into an
-/// existing directory (files replaced, directories kept, links never followed) with `force`.
-fn place_dir(from: &Path, to: &Path, force: bool) -> Result<()> {
-    match to.symlink_metadata() {
-        Err(_) => match fs::rename(from, to) {
-            Ok(()) => Ok(()),
-            Err(_) if to.symlink_metadata().is_ok() => place_dir(from, to, force),
-            Err(source) => Err(Error::Write {
-                path: shown(to),
-                source,
-            }),
-        },
-        Ok(meta) if force && meta.is_dir() => {
-            let entries = fs::read_dir(from).map_err(|source| Error::Write {
-                path: shown(from),
-                source,
-            })?;
-            for entry in entries.flatten() {
-                let (src, dst) = (entry.path(), to.join(entry.file_name()));
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    place_dir(&src, &dst, force)?;
-                } else {
-                    place_file(&src, &dst, force)?;
-                }
-            }
-            Ok(())
-        }
-        Ok(_) => Err(Error::Exists { path: shown(to) }),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::manifest::Entry;
-
-    fn scratch(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("filexfer-stg-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("dir");
-        dir
-    }
-
-    fn one_file(size: u64) -> Manifest {
-        Manifest::check(vec![Entry {
-            kind: EntryKind::File,
-            path: "a.bin".into(),
-            size: Some(size),
-            executable: false,
-            mtime: None,
-        }])
-        .expect("manifest")
-    }
-
-    #[test]
-    fn a_second_receive_of_the_same_names_is_refused_while_the_first_runs() {
-        let dir = scratch("busy");
-        let m = one_file(10);
-        let first = Staging::open(&dir, &m, false).expect("first");
-        let err = Staging::open(&dir, &m, false).expect_err("second");
-        assert!(matches!(err, Error::Busy { .. }), "{err}");
-        drop(first);
-        // Nothing verified: the staging directory went with the first receive.
-        assert_eq!(fs::read_dir(&dir).expect("dir").count(), 0);
-        fs::remove_dir_all(&dir).expect("cleanup");
-    }
-
-    #[test]
-    fn only_whole_journal_lines_that_still_hash_right_are_offered() {
-        let dir = scratch("journal");
-        let m = one_file(10);
-        let data = b"0123456789";
-        let mut staging = Staging::open(&dir, &m, false).expect("open");
-        fs::write(staging.path_of("a.bin").expect("path"), &data[..6]).expect("partial");
-        let prefix = |n: usize| -> [u8; 32] { blake3::hash(&data[..n]).into() };
-        staging
-            .checkpoint("a.bin", 4, 10, None, &prefix(4))
-            .expect("cp");
-        drop(staging);
-        // A torn last line (a crash mid-write) is ignored; the one before it counts.
-        let mut journal = OpenOptions::new()
-            .append(true)
-            .open(dir.join(staging_name(&m)).join("journal"))
-            .expect("journal");
-        journal.write_all(b"6 10 - abc").expect("torn");
-        drop(journal);
-        let staging = Staging::open(&dir, &m, false).expect("again");
-        let plan = staging.plan_resume(&m);
-        assert_eq!(plan.offers.len(), 1, "{:?}", plan.notes);
-        assert_eq!(
-            (plan.offers[0].offset, plan.offers[0].prefix),
-            (4, prefix(4))
-        );
-        // Altered on disk: no longer offered, and said so.
-        fs::write(staging.path_of("a.bin").expect("path"), b"XX2345").expect("tamper");
-        let plan = staging.plan_resume(&m);
-        assert!(plan.offers.is_empty());
-        assert!(plan.notes[0].contains("does not match"), "{:?}", plan.notes);
-        // Another size: a changed file.
-        let plan = staging.plan_resume(&one_file(11));
-        assert!(plan.notes[0].contains("changed since"), "{:?}", plan.notes);
-        staging.discard();
-        fs::remove_dir_all(&dir).expect("cleanup");
-    }
-}
+mod tests;

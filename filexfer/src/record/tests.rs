@@ -175,3 +175,77 @@ async fn writer_and_reader_agree_over_a_pipe() {
     };
     tokio::join!(send, recv);
 }
+
+/// Keeps every `write` call apart, to count them.
+#[derive(Default)]
+struct Writes(Vec<Vec<u8>>);
+
+impl AsyncWrite for Writes {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.push(buf.to_vec());
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn queued_records_go_out_together_and_in_order() {
+    let mut writer = RecordWriter::new(Writes::default(), Sealer::new(&KEY));
+    let mut small = RecordBuf::new(DATA_CHUNK);
+    small.set_payload(&[1; 1000]);
+    writer
+        .queue(Kind::FileStart, b"start")
+        .await
+        .expect("queue");
+    writer
+        .queue_record(Kind::Data, &mut small)
+        .await
+        .expect("queue");
+    writer.queue(Kind::FileEnd, b"end").await.expect("queue");
+    assert!(writer.inner.0.is_empty(), "queued records were written");
+    writer.flush().await.expect("flush");
+    assert_eq!(writer.inner.0.len(), 1, "one write for three records");
+    // A record too big to queue goes out after what is queued, never before it.
+    writer.queue(Kind::FileStart, b"next").await.expect("queue");
+    let mut big = RecordBuf::new(DATA_CHUNK);
+    big.set_payload(&vec![2; DATA_CHUNK]);
+    writer
+        .queue_record(Kind::Data, &mut big)
+        .await
+        .expect("write");
+    writer.send(Kind::Complete, &[]).await.expect("send");
+    let wire: Vec<u8> = writer.inner.0.concat();
+    let (got, err) = read_all(&wire).await;
+    assert!(err.is_none(), "{err:?}");
+    let kinds: Vec<Kind> = got.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::FileStart,
+            Kind::Data,
+            Kind::FileEnd,
+            Kind::FileStart,
+            Kind::Data,
+            Kind::Complete
+        ]
+    );
+    assert_eq!(got[3].1, b"next");
+    assert_eq!(got[4].1.len(), DATA_CHUNK);
+}
