@@ -54,10 +54,12 @@ pub(super) enum Refusal {
     AddrOfferCap,
     /// A token's scope does not allow what was asked.
     Forbidden,
+    /// A connection from a trusted proxy had no valid PROXY header.
+    ProxyHeader,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 17] = [
+    const ALL: [Refusal; 18] = [
         Refusal::HandshakeCap,
         Refusal::SessionCap,
         Refusal::NoFreePort,
@@ -75,6 +77,7 @@ impl Refusal {
         Refusal::AddrPortShare,
         Refusal::AddrOfferCap,
         Refusal::Forbidden,
+        Refusal::ProxyHeader,
     ];
 
     /// A short, stable name for logs and metrics.
@@ -97,6 +100,7 @@ impl Refusal {
             Refusal::AddrPortShare => "addr_port_share",
             Refusal::AddrOfferCap => "addr_offer_cap",
             Refusal::Forbidden => "forbidden",
+            Refusal::ProxyHeader => "proxy_header",
         }
     }
 }
