@@ -362,7 +362,7 @@ pub(super) async fn claim(receiver: Client, nameplate: String, shared: Arc<Share
             Owner::Peer { id, addr } => {
                 // Not a failure: the code is fine, it lives on a peer. The receiver follows
                 // this once and asks there.
-                debug!(nameplate = %nameplate, relay.id = id, to = addr, "claim for a peer's offer; redirecting");
+                info!(nameplate = %nameplate, relay.id = id, to = addr, "claim for a peer's offer; redirecting");
                 let mut receiver = receiver;
                 let _ = receiver
                     .reply(&Reply::Redirect {
