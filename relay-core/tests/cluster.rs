@@ -44,10 +44,9 @@ async fn a_redirect_is_followed_once_and_never_twice() {
     let (third, third_seen) = redirector("127.0.0.1:9".into()).await;
     let (second, second_seen) = redirector(third).await;
     let (first, first_seen) = redirector(second.clone()).await;
-    let err = within("claim", claim(&first, "12345", HS))
-        .await
-        .err()
-        .expect("a second redirect is an error");
+    let Err(err) = within("claim", claim(&first, "12345", HS)).await else {
+        panic!("a second redirect is an error");
+    };
     assert!(
         err.to_string()
             .contains(&format!("{second} redirected again")),
@@ -107,10 +106,9 @@ async fn a_code_naming_a_relay_that_is_gone_fails_fast_naming_it() {
     drop(offered);
     one.stop().await;
     let start = Instant::now();
-    let err = claim(&two.control(), &nameplate, HS)
-        .await
-        .err()
-        .expect("relay 1 is gone");
+    let Err(err) = claim(&two.control(), &nameplate, HS).await else {
+        panic!("relay 1 is gone");
+    };
     assert!(
         start.elapsed() < Duration::from_secs(2),
         "took {:?}",
@@ -122,9 +120,8 @@ async fn a_code_naming_a_relay_that_is_gone_fails_fast_naming_it() {
     assert!(said.contains("new code"), "{said}");
     // A number naming no relay of the cluster is refused by the one asked.
     let stray = format!("{}7", &nameplate[..nameplate.len() - 1]);
-    let err = claim(&two.control(), &stray, HS)
-        .await
-        .err()
-        .expect("no relay 7");
+    let Err(err) = claim(&two.control(), &stray, HS).await else {
+        panic!("no relay 7");
+    };
     assert!(err.to_string().contains("relay 7"), "{err}");
 }
