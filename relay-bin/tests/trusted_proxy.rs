@@ -240,3 +240,28 @@ fn the_balancers_health_checks_count_against_no_one() {
     assert_eq!(total(&text, "relay_visitors_total"), 1.0, "{text}");
     assert_eq!(total(&text, "relay_sessions_total"), 1.0, "{text}");
 }
+
+#[test]
+fn bad_proxy_and_cluster_options_name_the_culprit() {
+    for (args, culprit) in [
+        (&["--trusted-proxy", "10.0.0.0/33"][..], "'10.0.0.0/33'"),
+        (
+            &["--trusted-proxy", "lb.example.com"][..],
+            "'lb.example.com'",
+        ),
+        (&["--relay-id", "1000"][..], "1000"),
+        (
+            &["--relay-id", "2", "--peer", "2=10.0.0.2:7000"][..],
+            "peer 2 has this relay's own id",
+        ),
+        (&["--relay-id", "1", "--peer", "2=nohost"][..], "peer 2"),
+        (&["--peer", "2=10.0.0.2:7000"][..], "--relay-id"),
+    ] {
+        let mut all = vec!["127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut relay = Proc::spawn("relay", &all);
+        assert!(!relay.wait_exit(DEADLINE).success(), "{args:?} accepted");
+        let err = relay.stderr();
+        assert!(err.contains(culprit), "{args:?}: {err}");
+    }
+}
