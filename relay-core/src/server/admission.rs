@@ -21,7 +21,6 @@ use super::charge::{Charger, Shortfall, allowed_ports};
 use super::config::RelayConfig;
 use super::handshake::{AuthFailure, Client};
 use super::per_addr::{AddrGroup, AddrLimits};
-use super::proxied::{HeaderError, Origin};
 use super::refusals::{Refusal, Refusals};
 use super::strikes::Strikes;
 use super::usage::{Held, Slot, Usage};
@@ -68,9 +67,9 @@ impl Gate {
 /// A connection's right to be in its handshake: its address's slot and one of the relay's.
 #[derive(Debug)]
 pub(super) struct HandshakeTicket {
-    global: Option<OwnedSemaphorePermit>,
+    pub(super) global: Option<OwnedSemaphorePermit>,
     /// `None` until a proxied connection's header names its address.
-    addr: Option<Slot<AddrGroup>>,
+    pub(super) addr: Option<Slot<AddrGroup>>,
 }
 
 /// A refusal with what the client is told, and how it is counted.
@@ -82,7 +81,7 @@ pub(super) struct Refused {
 }
 
 impl Refused {
-    fn busy(kind: Refusal, message: String) -> Self {
+    pub(super) fn busy(kind: Refusal, message: String) -> Self {
         Refused {
             code: ErrorCode::Busy,
             message,
@@ -139,85 +138,6 @@ pub(super) fn handshake_ticket(
         global: Some(global),
         addr: Some(addr),
     })
-}
-
-/// A relay-wide handshake slot for a connection from a trusted proxy; its address's slot is
-/// taken by [`behind_proxy`] once the PROXY header names it.
-pub(super) fn proxy_ticket(
-    handshakes: &Arc<Semaphore>,
-    max_handshakes: usize,
-) -> Result<HandshakeTicket, Refused> {
-    let global = handshakes.clone().try_acquire_owned().map_err(|_| {
-        Refused::busy(
-            Refusal::HandshakeCap,
-            format!(
-                "the relay is busy ({max_handshakes} connections in their handshake); try again shortly"
-            ),
-        )
-    })?;
-    Ok(HandshakeTicket {
-        global: Some(global),
-        addr: None,
-    })
-}
-
-/// The real client behind a trusted `proxy`, from what reading its PROXY header gave, with
-/// that client's handshake slot added to `ticket`. `Ok(None)`: nothing to serve (a
-/// connect-only health check, or the proxy went quiet or away), and nothing counted
-/// against anyone. A `LOCAL` header (the proxy checking on its own behalf) is served as a
-/// connection from the proxy.
-pub(super) fn behind_proxy(
-    origin: Result<Result<Origin, HeaderError>, tokio::time::error::Elapsed>,
-    proxy: SocketAddr,
-    shared: &Shared,
-    ticket: &mut HandshakeTicket,
-) -> Result<Option<SocketAddr>, Refused> {
-    let real = match origin {
-        Ok(Ok(Origin::Proxied { source, .. })) => source,
-        Ok(Ok(Origin::Local)) => proxy,
-        Ok(Ok(Origin::Closed)) => {
-            debug!("connect-only health check from the trusted proxy");
-            return Ok(None);
-        }
-        Ok(Err(HeaderError::Io(e))) => {
-            debug!(error = %e, "trusted proxy's connection lost in its PROXY header");
-            return Ok(None);
-        }
-        Err(_) => {
-            debug!("no PROXY header from the trusted proxy in time; closing");
-            return Ok(None);
-        }
-        Ok(Err(e)) => {
-            if shared.refusals.note(Refusal::ProxyHeader) {
-                warn!(error = %e, "refusing a connection from a trusted proxy");
-            }
-            return Err(Refused {
-                code: ErrorCode::BadRequest,
-                message: format!("{e} (the relay trusts this address as a load balancer)"),
-                kind: Refusal::ProxyHeader,
-            });
-        }
-    };
-    tracing::Span::current().record("client.addr", tracing::field::display(real));
-    let limit = shared.gate.limits.handshakes;
-    let slot = shared
-        .gate
-        .addrs
-        .try_take(real.ip().into(), Held::Handshake, limit);
-    let Some(slot) = slot else {
-        if shared.refusals.note(Refusal::AddrHandshakeCap) {
-            warn!(client.addr = %real, "too many connections in their handshake; answering busy");
-        }
-        return Err(Refused::busy(
-            Refusal::AddrHandshakeCap,
-            format!(
-                "the relay is busy: {limit} connections from your address are in their \
-                 handshake, the most one address may have; try again shortly"
-            ),
-        ));
-    };
-    ticket.addr = Some(slot);
-    Ok(Some(real))
 }
 
 /// Checks the client's token when the relay requires one. `None` when the client is gone or

@@ -8,7 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::protocol::nameplate;
+use tracing::info;
+
+use super::Shared;
+use super::handshake::Client;
+use super::refusals::Refusal;
+use crate::protocol::{ErrorCode, Reply, nameplate};
 
 /// Largest relay id.
 pub const MAX_RELAY_ID: u32 = 999;
@@ -88,6 +93,46 @@ impl Cluster {
         match self.peers.get(&id) {
             Some(addr) => Owner::Peer { id, addr },
             None => Owner::Unknown { id },
+        }
+    }
+}
+
+/// Routes a claim for `nameplate`: the receiver back when this relay holds the nameplate (or
+/// is no cluster member); `None` when it was redirected to the peer that does, or refused
+/// because no relay of the cluster has the nameplate's id.
+pub(super) async fn claim_here(
+    mut receiver: Client,
+    nameplate: &str,
+    shared: &Shared,
+) -> Option<Client> {
+    let Some(cluster) = &shared.config.cluster else {
+        return Some(receiver);
+    };
+    match cluster.owner(nameplate) {
+        Owner::Here => Some(receiver),
+        Owner::Peer { id, addr } => {
+            // Not a failed claim: the code is fine, it lives on a peer. The receiver follows
+            // this once and asks there.
+            info!(
+                nameplate,
+                relay.id = id,
+                to = addr,
+                "claim for a peer's offer; redirecting"
+            );
+            let to = addr.to_string();
+            let _ = receiver.reply(&Reply::Redirect { to }).await;
+            None
+        }
+        Owner::Unknown { id } => {
+            shared.gate.claim_failures.record(receiver.peer.ip().into());
+            if shared.refusals.note(Refusal::UnknownNameplate) {
+                info!(nameplate, relay.id = id, "claim naming an unknown relay");
+            }
+            let msg = format!(
+                "number {nameplate} names relay {id}, which this relay does not know (wrong code?)"
+            );
+            receiver.refuse(ErrorCode::UnknownNameplate, msg).await;
+            None
         }
     }
 }

@@ -25,6 +25,7 @@ mod opening;
 mod per_addr;
 mod ports;
 mod proxied;
+mod proxy_gate;
 mod public;
 mod refusals;
 mod rendezvous;
@@ -204,7 +205,7 @@ impl RelayServer {
             // A trusted proxy's connections are admitted by the address in their PROXY
             // header, read on the worker; here they take only a relay-wide slot.
             let permit = match trusted {
-                true => admission::proxy_ticket(&handshakes, max),
+                true => proxy_gate::proxy_ticket(&handshakes, max),
                 false => admission::handshake_ticket(&self.shared.gate, &handshakes, max, peer),
             };
             let permit = match permit {
@@ -317,7 +318,7 @@ async fn handle_connection(
                 () = shutdown.cancelled() => return,
                 origin = tokio::time::timeout_at(deadline, proxied::read_header(&mut sock)) => origin,
             };
-            match admission::behind_proxy(origin, peer, &shared, &mut handshake_permit) {
+            match proxy_gate::behind_proxy(origin, peer, &shared, &mut handshake_permit) {
                 Ok(Some(real)) => real,
                 Ok(None) => return,
                 Err(refused) => {

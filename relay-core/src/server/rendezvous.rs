@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Shared;
-use super::cluster::{Cluster, Owner};
+use super::cluster::Cluster;
 use super::handshake::{Client, Handover};
 use super::refusals::Refusal;
 use crate::codec::CodecError;
@@ -356,34 +356,10 @@ pub(super) async fn claim(receiver: Client, nameplate: String, shared: Arc<Share
         receiver.refuse(ErrorCode::BadRequest, msg).await;
         return;
     }
-    if let Some(cluster) = &shared.config.cluster {
-        match cluster.owner(&nameplate) {
-            Owner::Here => {}
-            Owner::Peer { id, addr } => {
-                // Not a failure: the code is fine, it lives on a peer. The receiver follows
-                // this once and asks there.
-                info!(nameplate = %nameplate, relay.id = id, to = addr, "claim for a peer's offer; redirecting");
-                let mut receiver = receiver;
-                let _ = receiver
-                    .reply(&Reply::Redirect {
-                        to: addr.to_string(),
-                    })
-                    .await;
-                return;
-            }
-            Owner::Unknown { id } => {
-                failures.record(group);
-                if refusals.note(Refusal::UnknownNameplate) {
-                    info!(nameplate = %nameplate, relay.id = id, "claim naming an unknown relay");
-                }
-                let msg = format!(
-                    "number {nameplate} names relay {id}, which this relay does not know (wrong code?)"
-                );
-                receiver.refuse(ErrorCode::UnknownNameplate, msg).await;
-                return;
-            }
-        }
-    }
+    // A peer's nameplate: the receiver is sent there (or refused when no peer has it).
+    let Some(receiver) = super::cluster::claim_here(receiver, &nameplate, &shared).await else {
+        return;
+    };
     let Some(offer) = shared.offers.take(&nameplate) else {
         failures.record(group);
         if refusals.note(Refusal::UnknownNameplate) {
