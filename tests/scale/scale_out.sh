@@ -9,9 +9,11 @@
 #   3. a file sent through one relay is received through HAProxy on another (a redirect);
 #   4. kill -9 of relay 2: HAProxy marks it down, its clients echo again on the others within
 #      10 s, the others' clients notice nothing, and a code naming relay 2 fails fast, naming it;
-#   5. relay 2 restarted takes new sessions again.
+#   5. relay 2 restarted takes new sessions again;
+#   6. relay 1 drained (HAProxy's drain state, then SIGTERM): its clients echo on the others,
+#      and it stops cleanly.
 #
-# Needs root, iproute2, HAProxy, curl, and the binaries in RELAY_BIN, ECHOSERVER_BIN,
+# Needs root, iproute2, HAProxy, curl, nc (netcat-openbsd), and the binaries in RELAY_BIN, ECHOSERVER_BIN,
 # SEND_BIN, RECEIVE_BIN (relay-bin/tests/scale_out.rs passes the ones cargo built).
 set -euo pipefail
 
@@ -42,8 +44,8 @@ trap 'exit 130' INT
 log() { echo "scale_out: $*" >&2; }
 
 [ "$(id -u)" = 0 ] || { log "needs root (it creates network namespaces)"; exit 1; }
-for tool in ip haproxy curl; do
-    command -v "$tool" >/dev/null || { log "needs $tool (Debian packages iproute2, haproxy, curl)"; exit 1; }
+for tool in ip haproxy curl nc; do
+    command -v "$tool" >/dev/null || { log "needs $tool (Debian packages iproute2, haproxy, curl, netcat-openbsd)"; exit 1; }
 done
 
 fail() {
@@ -228,4 +230,29 @@ for n in $(seq 101 103); do
 done
 [ "$fresh" -gt 0 ] || fail "the restarted relay 2 took none of 3 new sessions"
 log "5. restarted r2 took $fresh of 3 new sessions"
+
+# --- 6. drain relay 1 the way deploy/haproxy.cfg says ------------------------------------------
+last_of() { tail -n 1 "$WORK/e$1.out"; }
+drained=()
+for n in $(seq 1 $SESSIONS) 101 102 103; do
+    [[ "$(last_of "$n")" == 10.77.0.11:* ]] && drained+=("$n:$(lines "$WORK/e$n.out")")
+done
+[ "${#drained[@]}" -gt 0 ] || fail "no session on relay 1 to drain"
+answer=$(echo "set server relays/r1 state drain" | in_ns lb nc -U -N "$WORK/admin.sock")
+[ -z "$answer" ] || fail "HAProxy refused the drain: $answer"
+until_true 5 "HAProxy shows r1 draining" is_status r1 DRAIN
+start=$(now_ms)
+kill -TERM "${RELAY_PID[1]}"
+gone() { ! kill -0 "${RELAY_PID[1]}" 2>/dev/null; }
+moved_on() {
+    local n=${1%:*} had=${1#*:}
+    has_lines "$WORK/e$n.out" $((had + 1)) && [[ "$(last_of "$n")" != 10.77.0.11:* ]] &&
+        echoes "$(last_of "$n")"
+}
+for d in "${drained[@]}"; do
+    until_true 10 "relay 1's client ${d%:*} echoing elsewhere after the drain" moved_on "$d"
+done
+until_true 15 "relay 1 exits after its drain" gone
+grep -q "relay stopped" "$WORK/r1.log" || fail "relay 1 did not stop cleanly"
+log "6. drain r1 (HAProxy drain + SIGTERM): its ${#drained[@]} clients echo elsewhere after $(($(now_ms) - start)) ms; relay 1 stopped cleanly"
 log "ok"
