@@ -127,6 +127,26 @@ struct Args {
     /// quarter of --max-open-visitors].
     #[arg(long, env = "RELAY_MAX_OPEN_VISITORS_PER_ADDR")]
     max_open_visitors_per_addr: Option<usize>,
+    /// Load balancer address or network (CIDR) whose connections, on the control port and on
+    /// public ports, must start with a PROXY header (v1 or v2) naming the real client; from
+    /// any other address no header is honoured. Repeatable.
+    #[arg(
+        long = "trusted-proxy",
+        env = "RELAY_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<server::TrustedNet>,
+
+    /// This relay's id among several (0-999): the nameplates it issues end in it, so any relay
+    /// can send a receiver to the one holding its offer (see docs/scaling.md).
+    #[arg(long, env = "RELAY_ID", value_name = "ID", value_parser = clap::value_parser!(u32).range(0..=i64::from(server::MAX_RELAY_ID)))]
+    relay_id: Option<u32>,
+
+    /// Another relay of the cluster, as ID=HOST:PORT (its direct control address, as clients
+    /// dial it); receivers of its codes are redirected there. Give every relay all the others.
+    #[arg(long = "peer", env = "RELAY_PEERS", value_name = "ID=HOST:PORT", value_delimiter = ',', value_parser = server::parse_peer, requires = "relay_id")]
+    peers: Vec<(u32, String)>,
 
     /// Serve Prometheus metrics at /metrics and a health check at /healthz (200 while
     /// accepting, 503 while draining) on PORT, HOST:PORT or [V6]:PORT [default: off].
@@ -157,6 +177,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (None, None) => server::Access::open(),
     };
     let open = access.is_open();
+    let cluster = args
+        .relay_id
+        .map(|id| server::Cluster::new(id, args.peers.clone()))
+        .transpose()
+        .map_err(anyhow::Error::msg)
+        .context("invalid --relay-id/--peer")?;
     let config = RelayConfig {
         public_ports: args.ports,
         public_host: args.public_host,
@@ -182,6 +208,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_failed_claims: args.max_failed_claims,
         max_open_visitors: args.max_open_visitors,
         max_open_visitors_per_addr: args.max_open_visitors_per_addr,
+        trusted_proxies: args.trusted_proxies.clone(),
+        cluster,
     };
     let workers = Workers::start(args.threads).context("cannot start worker threads")?;
     let relay = RelayServer::new(listener, config)
@@ -194,6 +222,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         control = %control,
         public_ports = %format_args!("{}-{}", ports.start(), ports.end()),
         fd_limit,
+        relay.id = args.relay_id,
+        trusted_proxies = args.trusted_proxies.len(),
         "relay listening"
     );
     if let Some(tls) = &tls {

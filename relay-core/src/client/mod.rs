@@ -69,7 +69,23 @@ pub(crate) async fn handshake(
     let (conn, reply) = match first {
         (_, Reply::Redirect { to }) => {
             tracing::debug!(relay, to, "redirected to another relay");
-            match exchange(&to, hello, config).await? {
+            let answer = exchange(&to, hello, config).await.map_err(|e| match e {
+                // The relay named in a code is down: say so, rather than a bare connect error.
+                Error::Connect { addr, source } if matches!(hello, Hello::Receive { .. }) => {
+                    Error::Connect {
+                        source: std::io::Error::new(
+                            source.kind(),
+                            format!(
+                                "{source}; that relay holds this code's transfer, so if it is \
+                                 down the transfer is gone: ask the sender for a new code"
+                            ),
+                        ),
+                        addr,
+                    }
+                }
+                e => e,
+            })?;
+            match answer {
                 (_, Reply::Redirect { .. }) => {
                     return Err(Error::Protocol(format!(
                         "the relay at {to} redirected again; giving up"

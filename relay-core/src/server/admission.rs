@@ -67,8 +67,9 @@ impl Gate {
 /// A connection's right to be in its handshake: its address's slot and one of the relay's.
 #[derive(Debug)]
 pub(super) struct HandshakeTicket {
-    global: Option<OwnedSemaphorePermit>,
-    _addr: Slot<AddrGroup>,
+    pub(super) global: Option<OwnedSemaphorePermit>,
+    /// `None` until a proxied connection's header names its address.
+    pub(super) addr: Option<Slot<AddrGroup>>,
 }
 
 /// A refusal with what the client is told, and how it is counted.
@@ -80,7 +81,7 @@ pub(super) struct Refused {
 }
 
 impl Refused {
-    fn busy(kind: Refusal, message: String) -> Self {
+    pub(super) fn busy(kind: Refusal, message: String) -> Self {
         Refused {
             code: ErrorCode::Busy,
             message,
@@ -135,7 +136,7 @@ pub(super) fn handshake_ticket(
     })?;
     Ok(HandshakeTicket {
         global: Some(global),
-        _addr: addr,
+        addr: Some(addr),
     })
 }
 

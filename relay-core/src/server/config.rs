@@ -4,7 +4,9 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::access::Access;
+use super::cluster::Cluster;
 use super::per_addr::{AddrLimits, PerAddrLimits};
+use super::proxied::TrustedNet;
 use crate::protocol::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_FRAME_LEN, MAX_FRAME_LEN,
     MAX_VISITORS_PER_TUNNEL,
@@ -81,6 +83,14 @@ pub struct RelayConfig {
     /// Of those, visitors open at once for the tunnels of one client address (IPv4, or IPv6
     /// /64). `None`: a quarter of the relay-wide cap.
     pub max_open_visitors_per_addr: Option<usize>,
+    /// Load balancers whose connections, on the control port and on public ports, start with
+    /// a PROXY header (v1 or v2) naming the real client or visitor. Empty: no header is
+    /// honoured from anyone.
+    pub trusted_proxies: Vec<TrustedNet>,
+    /// This relay's id among several and its peers' direct control addresses: the id is
+    /// carried in the nameplates it issues, and a claim for a peer's nameplate is redirected
+    /// there. `None`: a relay on its own, with nameplates as plain numbers.
+    pub cluster: Option<Cluster>,
 }
 
 impl Default for RelayConfig {
@@ -105,6 +115,8 @@ impl Default for RelayConfig {
             max_failed_claims: DEFAULT_MAX_FAILED_CLAIMS,
             max_open_visitors: None,
             max_open_visitors_per_addr: None,
+            trusted_proxies: Vec::new(),
+            cluster: None,
         }
     }
 }

@@ -16,6 +16,7 @@ mod access;
 mod admission;
 mod budget;
 mod charge;
+mod cluster;
 mod config;
 mod handshake;
 mod leases;
@@ -24,6 +25,9 @@ mod open_visitors;
 mod opening;
 mod per_addr;
 mod ports;
+mod proxied;
+mod proxy_gate;
+mod public;
 mod refusals;
 mod rendezvous;
 mod session;
@@ -47,9 +51,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 pub use access::{Access, AccessHandle, NamedToken, Scope};
 pub use admission::{FAILURE_WINDOW, MAX_AUTH_PENALTY};
 pub use budget::Budget;
+pub use cluster::{Cluster, MAX_RELAY_ID, parse_peer};
 pub use config::*;
 pub use metrics::RelayMetrics;
 pub use per_addr::{AddrGroup, PerAddrLimits, default_share};
+pub use proxied::TrustedNet;
 
 use crate::error::{Error, Result};
 use crate::frame::FramedConn;
@@ -226,20 +232,31 @@ impl RelayServer {
                 }
             };
             let max = self.shared.config.max_handshakes;
-            let permit =
-                match admission::handshake_ticket(&self.shared.gate, &handshakes, max, peer) {
-                    Ok(ticket) => ticket,
-                    Err(refused) => {
-                        self.answer_busy(sock, peer, &busy_answers, refused);
-                        continue;
-                    }
-                };
+            let trusted = proxied::is_trusted(&self.shared.config.trusted_proxies, peer.ip());
+            // A trusted proxy's connections are admitted by the address in their PROXY
+            // header, read on the worker; here they take only a relay-wide slot.
+            let permit = match trusted {
+                true => proxy_gate::proxy_ticket(&handshakes, max),
+                false => admission::handshake_ticket(&self.shared.gate, &handshakes, max, peer),
+            };
+            let permit = match permit {
+                Ok(ticket) => ticket,
+                Err(refused) => {
+                    self.answer_busy(sock, peer, &busy_answers, refused);
+                    continue;
+                }
+            };
             let shared = self.shared.clone();
             let conn_shutdown = shutdown.child_token();
-            let span = info_span!("conn", client.addr = %peer, tls = tracing::field::Empty);
+            let span = match trusted {
+                true => {
+                    info_span!("conn", client.addr = tracing::field::Empty, proxy.addr = %peer, tls = tracing::field::Empty)
+                }
+                false => info_span!("conn", client.addr = %peer, tls = tracing::field::Empty),
+            };
             next_worker = (next_worker + 1) % self.workers.len().max(1);
             let Some(worker) = self.workers.get(next_worker) else {
-                let conn = handle_connection(sock, peer, shared, permit, conn_shutdown);
+                let conn = handle_connection(sock, peer, trusted, shared, permit, conn_shutdown);
                 self.shared.tasks.spawn(conn.instrument(span));
                 continue;
             };
@@ -253,7 +270,9 @@ impl RelayServer {
             };
             let conn = async move {
                 match TcpStream::from_std(sock) {
-                    Ok(sock) => handle_connection(sock, peer, shared, permit, conn_shutdown).await,
+                    Ok(sock) => {
+                        handle_connection(sock, peer, trusted, shared, permit, conn_shutdown).await
+                    }
                     Err(e) => warn!(error = %e, "cannot adopt a connection on a worker"),
                 }
             };
@@ -312,16 +331,35 @@ impl RelayServer {
 }
 
 async fn handle_connection(
-    sock: TcpStream,
+    mut sock: TcpStream,
     peer: SocketAddr,
+    trusted: bool,
     shared: Arc<Shared>,
     mut handshake_permit: HandshakeTicket,
     shutdown: CancellationToken,
 ) {
     tune_session_socket(&sock);
     let config = &shared.config;
-    // One deadline for the whole handshake: TLS, hello, token check.
+    // One deadline for the whole handshake: PROXY header, TLS, hello, token check.
     let deadline = tokio::time::Instant::now() + config.handshake_timeout;
+    let peer = match trusted {
+        false => peer,
+        true => {
+            let origin = tokio::select! {
+                () = shutdown.cancelled() => return,
+                origin = tokio::time::timeout_at(deadline, proxied::read_header(&mut sock)) => origin,
+            };
+            match proxy_gate::behind_proxy(origin, peer, &shared, &mut handshake_permit) {
+                Ok(Some(real)) => real,
+                Ok(None) => return,
+                Err(refused) => {
+                    let answer = refuse(&mut sock, refused.code, refused.message);
+                    let _ = tokio::time::timeout(config.handshake_timeout, answer).await;
+                    return;
+                }
+            }
+        }
+    };
     let opened = tokio::select! {
         () = shutdown.cancelled() => return,
         opened = tokio::time::timeout_at(deadline, opening::open(sock, config, &shared.refusals)) => opened,

@@ -58,10 +58,12 @@ pub(super) enum Refusal {
     OpenVisitorCap,
     /// A visitor's tunnel client address holds its share of the relay-wide visitor cap.
     AddrVisitorShare,
+    /// A connection from a trusted proxy had no valid PROXY header.
+    ProxyHeader,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 19] = [
+    const ALL: [Refusal; 20] = [
         Refusal::HandshakeCap,
         Refusal::SessionCap,
         Refusal::NoFreePort,
@@ -81,6 +83,7 @@ impl Refusal {
         Refusal::Forbidden,
         Refusal::OpenVisitorCap,
         Refusal::AddrVisitorShare,
+        Refusal::ProxyHeader,
     ];
 
     /// A short, stable name for logs and metrics.
@@ -105,6 +108,7 @@ impl Refusal {
             Refusal::Forbidden => "forbidden",
             Refusal::OpenVisitorCap => "open_visitor_cap",
             Refusal::AddrVisitorShare => "addr_visitor_share",
+            Refusal::ProxyHeader => "proxy_header",
         }
     }
 }

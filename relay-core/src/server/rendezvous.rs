@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Shared;
+use super::cluster::Cluster;
 use super::handshake::{Client, Handover};
 use super::refusals::Refusal;
 use crate::codec::CodecError;
@@ -41,14 +42,20 @@ impl Offers {
         Self::default()
     }
 
-    /// Registers an offer under a fresh random nameplate drawn from `1..=space`.
-    fn register(&self, space: u64, claim: oneshot::Sender<Claimant>) -> (String, u64) {
+    /// Registers an offer under a fresh random nameplate: a number drawn from `1..=space`,
+    /// with this relay's id appended when it is one of several.
+    fn register(
+        &self,
+        space: u64,
+        cluster: Option<&Cluster>,
+        claim: oneshot::Sender<Claimant>,
+    ) -> (String, u64) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         // The space is at least ten times the offer limit, so a free number turns up fast.
         let nameplate = loop {
             let n: u64 = rand::random_range(1..=space);
-            let candidate = n.to_string();
+            let candidate = cluster.map_or_else(|| n.to_string(), |c| c.nameplate(n));
             if !waiting.contains_key(&candidate) {
                 break candidate;
             }
@@ -109,11 +116,13 @@ pub(super) async fn offer(mut sender: Client, shared: Arc<Shared>, shutdown: Can
         sender.refuse(ErrorCode::Busy, msg).await;
         return;
     };
-    let space = (config.max_transfers as u64)
-        .saturating_mul(10)
-        .clamp(9999, nameplate::MAX_VALUE);
+    let cluster = config.cluster.as_ref();
+    let space = (config.max_transfers as u64).saturating_mul(10).clamp(
+        9999,
+        cluster.map_or(nameplate::MAX_VALUE, Cluster::max_number),
+    );
     let (claim_tx, claim_rx) = oneshot::channel();
-    let (nameplate, id) = shared.offers.register(space, claim_tx);
+    let (nameplate, id) = shared.offers.register(space, cluster, claim_tx);
     let _withdraw = Withdraw {
         offers: &shared.offers,
         nameplate: nameplate.clone(),
@@ -347,6 +356,10 @@ pub(super) async fn claim(receiver: Client, nameplate: String, shared: Arc<Share
         receiver.refuse(ErrorCode::BadRequest, msg).await;
         return;
     }
+    // A peer's nameplate: the receiver is sent there (or refused when no peer has it).
+    let Some(receiver) = super::cluster::claim_here(receiver, &nameplate, &shared).await else {
+        return;
+    };
     let Some(offer) = shared.offers.take(&nameplate) else {
         failures.record(group);
         if refusals.note(Refusal::UnknownNameplate) {

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::FutureExt;
 use futures::future::join_all;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -17,14 +15,12 @@ use super::leases::Tunnel as Port;
 use super::metrics::{SessionMetrics, VisitorMetrics};
 use super::per_addr::AddrGroup;
 use super::refusals::Refusal;
-use super::visitor;
 use super::{Shared, admission};
 use crate::codec::CodecError;
 use crate::ending::{Peer, SessionEnd};
 use crate::frame::FramedConn;
 use crate::liveness::{Beat, Liveness};
 use crate::mux::{self, MuxHandle, Role, Substream};
-use crate::net::reset_on_close;
 use crate::protocol::{
     ClientControl, ErrorCode, MAX_TUNNELS_PER_SESSION, RelayControl, Reply, TunnelRequest, Welcome,
 };
@@ -213,7 +209,7 @@ async fn serve(
     let closed: Vec<CancellationToken> = ports.iter().map(|_| CancellationToken::new()).collect();
     let accepting = join_all(ports.iter().zip(&limits).zip(&closed).enumerate().map(
         |(i, ((port, limit), closed))| {
-            accept_visitors(
+            super::public::accept_visitors(
                 &port.listener,
                 i as u16,
                 tunnel.clone(),
@@ -375,64 +371,5 @@ async fn summarize(tunnel: &Tunnel, limits: &[Arc<Semaphore>], cap: usize) {
             );
             last = now;
         }
-    }
-}
-
-async fn accept_visitors(
-    listener: &TcpListener,
-    index: u16,
-    tunnel: Arc<Tunnel>,
-    limit: &Arc<Semaphore>,
-    closed: &CancellationToken,
-    group: AddrGroup,
-    shared: &Arc<Shared>,
-) {
-    loop {
-        let (tcp, addr) = match listener.accept().await {
-            Ok((tcp, addr)) => (tcp, crate::net::canonical(addr)),
-            Err(e) => {
-                warn!(error = %e, "accept failed on the public port; backing off");
-                tokio::time::sleep(super::ACCEPT_ERROR_BACKOFF).await;
-                continue;
-            }
-        };
-        if closed.is_cancelled() {
-            // The client takes no more visitors here: turn this one away at once.
-            debug!(visitor.addr = %addr, "tunnel no longer accepting; resetting visitor");
-            reset_on_close(&tcp);
-            continue;
-        }
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            if shared.refusals.note(Refusal::VisitorCap) {
-                let limit = shared.config.max_visitors_per_tunnel;
-                warn!(visitor.addr = %addr, limit, "visitor limit reached; resetting visitor");
-            }
-            reset_on_close(&tcp);
-            continue;
-        };
-        let open = match shared.open_visitors.admit(group) {
-            Ok(open) => open,
-            Err(refusal) => {
-                if shared.refusals.note(refusal) {
-                    let (limit, per_addr) = (
-                        shared.open_visitors.limit(),
-                        shared.open_visitors.per_addr(),
-                    );
-                    warn!(visitor.addr = %addr, limit, per_addr, reason = refusal.label(),
-                        "relay-wide visitor budget reached; resetting visitor");
-                }
-                reset_on_close(&tcp);
-                continue;
-            }
-        };
-        let visitor_id = shared.next_id();
-        tunnel.visitors.fetch_add(1, Ordering::Relaxed);
-        let span = info_span!("visitor", visitor.id = visitor_id, visitor.addr = %addr);
-        let task = visitor::serve(tcp, addr, visitor_id, index, tunnel.clone(), permit);
-        // The visitor's place in the relay-wide budget is held until its task ends. A `map`,
-        // not an `async` wrapper: that would store the visitor's future twice (+1.3 KiB per
-        // idle visitor, measured).
-        let task = task.map(move |()| drop(open));
-        shared.tasks.spawn(task.instrument(span));
     }
 }

@@ -24,6 +24,7 @@ use crate::splice::{Meter, splice};
 pub(super) async fn serve(
     mut tcp: TcpStream,
     peer_addr: SocketAddr,
+    relay_addr: Option<SocketAddr>,
     visitor_id: u64,
     index: u16,
     tunnel: Arc<Tunnel>,
@@ -31,7 +32,9 @@ pub(super) async fn serve(
 ) {
     tune_visitor_socket(&tcp);
     let _open = tunnel.counted.opened();
-    let relay_addr = tcp.local_addr().map_or(peer_addr, crate::net::canonical);
+    // Behind a load balancer, the address the visitor dialed is the balancer's.
+    let relay_addr =
+        relay_addr.unwrap_or_else(|| tcp.local_addr().map_or(peer_addr, crate::net::canonical));
     // `a_to_b`: from the visitor to the client. The session's totals move along.
     let meter = Meter::with_parent(tunnel.bytes.clone());
     let result = tokio::select! {
