@@ -337,6 +337,24 @@ mod tests {
         );
     }
 
+    /// A reader waiting between frames (a control stream between heartbeats) holds no buffer.
+    #[tokio::test]
+    async fn a_reader_waiting_between_frames_keeps_no_buffer() {
+        use futures::FutureExt;
+        let (mut tx, rx) = duplex(4096);
+        let mut conn = FramedConn::new(rx, DEFAULT_MAX_FRAME_LEN);
+        tx.write_all(&codec::encode(&hello("1")).expect("encodes"))
+            .await
+            .expect("write");
+        assert_eq!(conn.read_frame::<Hello>().await.expect("1"), hello("1"));
+        assert!(conn.read_frame::<Hello>().now_or_never().is_none());
+        assert_eq!(
+            conn.reader.buf.capacity(),
+            0,
+            "the buffer was kept while waiting"
+        );
+    }
+
     #[tokio::test]
     async fn truncation_clean_close_and_oversize_are_told_apart() {
         let frame = codec::encode(&hello("123")).expect("encodes");

@@ -354,6 +354,35 @@ mod tests {
         assert!(watch.goaway.load(Ordering::Acquire));
     }
 
+    /// An idle session holds no read buffer, and a burst's write buffer is handed back.
+    #[tokio::test]
+    async fn an_idle_session_keeps_no_buffers() {
+        use futures::FutureExt;
+        let (a, mut b) = duplex(1 << 20);
+        let mut io = SessionIo::new(a, Arc::default(), &[]);
+        b.write_all(&[7u8; 100]).await.expect("write");
+        let mut got = [0u8; 100];
+        io.read_exact(&mut got).await.expect("read");
+        assert!(io.read_buf.capacity() > 0, "reads go through the buffer");
+        let mut more = [0u8; 12];
+        assert!(
+            io.read(&mut more).now_or_never().is_none(),
+            "nothing to read"
+        );
+        assert_eq!(
+            io.read_buf.capacity(),
+            0,
+            "the read buffer was kept while idle"
+        );
+        for _ in 0..100 {
+            io.write_all(&[1u8; 1000]).await.expect("write");
+        }
+        io.flush().await.expect("flush");
+        io.flush().await.expect("flush");
+        assert!(io.pending_write().is_empty());
+        assert_eq!(io.gathered.capacity(), 0, "the burst's buffer was kept");
+    }
+
     #[tokio::test]
     async fn reads_are_buffered_and_eof_marks_the_session_lost() {
         let (a, mut b) = duplex(1 << 20);
