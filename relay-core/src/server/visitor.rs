@@ -29,7 +29,7 @@ pub(super) async fn serve(
     tunnel: Arc<Tunnel>,
     _permit: OwnedSemaphorePermit,
 ) {
-    tune_visitor_socket(&tcp);
+    tune_visitor_socket(&tcp, tunnel.buffers);
     let _open = tunnel.counted.opened();
     let relay_addr = tcp.local_addr().map_or(peer_addr, crate::net::canonical);
     // `a_to_b`: from the visitor to the client. The session's totals move along.
