@@ -451,6 +451,7 @@ if [[ $BENCH_PEERS == 1 ]]; then
         fi
     done
 fi
+[[ ${BENCH_WAN:-0} == 1 ]] && { "$ROOT/benches/wan.sh" || log "benches/wan.sh failed"; }
 log "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---------------------------------------------------------------------------------------------

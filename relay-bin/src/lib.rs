@@ -184,6 +184,39 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{s}' is out of range"))
 }
 
+/// A socket buffer size from the command line: bytes, or `None` for the kernel's auto-tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferSize(pub Option<usize>);
+
+/// Parses a byte size, `auto` (left to the kernel) or a number with an optional unit:
+/// `262144`, `256KiB`, `4MiB` (also `K`/`KB`, `M`/`MB`, `G`/`GB`, all meaning powers of 1024).
+pub fn parse_buffer_size(s: &str) -> Result<BufferSize, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(BufferSize(None));
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: usize = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (examples: 262144, 256KiB, 4MiB, auto)"))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "'{s}': unknown unit '{unit}' (use KiB, MiB or GiB)"
+            ));
+        }
+    };
+    value
+        .checked_mul(scale)
+        .map(|n| BufferSize(Some(n)))
+        .ok_or_else(|| format!("'{s}' is out of range"))
+}
+
 /// Parses a token given on the command line or in the environment (the secret is never shown
 /// again, not even by `Debug`).
 pub fn parse_token(s: &str) -> Result<relay_core::auth::Token, String> {
@@ -211,6 +244,18 @@ pub fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buffer_sizes() {
+        assert_eq!(parse_buffer_size("auto"), Ok(BufferSize(None)));
+        assert_eq!(parse_buffer_size("262144"), Ok(BufferSize(Some(262_144))));
+        assert_eq!(parse_buffer_size("256KiB"), Ok(BufferSize(Some(262_144))));
+        assert_eq!(parse_buffer_size("4M"), Ok(BufferSize(Some(4 << 20))));
+        assert!(parse_buffer_size("4 parsecs").unwrap_err().contains("unit"));
+        assert!(parse_buffer_size("-1").unwrap_err().contains("not a size"));
+        assert!(parse_buffer_size("").is_err());
+        assert!(parse_buffer_size("99999999999999999999G").is_err());
+    }
 
     #[test]
     fn durations() {

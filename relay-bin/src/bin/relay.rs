@@ -147,6 +147,19 @@ struct Args {
     /// dial it); receivers of its codes are redirected there. Give every relay all the others.
     #[arg(long = "peer", env = "RELAY_PEERS", value_name = "ID=HOST:PORT", value_delimiter = ',', value_parser = server::parse_peer, requires = "relay_id")]
     peers: Vec<(u32, String)>,
+    /// SO_SNDBUF of each public visitor socket: bytes (256KiB, 4MiB) or auto (kernel
+    /// auto-tuning). One visitor downloads at most about this much per round trip (256KiB:
+    /// 20 Mbit/s at 100 ms); auto lifts that, at more kernel memory per stalled visitor.
+    #[arg(long, env = "RELAY_VISITOR_SEND_BUFFER", value_name = "SIZE", value_parser = relay_bin::parse_buffer_size,
+          default_value = "256KiB")]
+    visitor_send_buffer: relay_bin::BufferSize,
+
+    /// SO_RCVBUF of each public visitor socket: bytes or auto. One visitor uploads at most
+    /// about this much per round trip; a stalled client lets each visitor park twice this
+    /// (auto: what the kernel grew it to, at most net.ipv4.tcp_rmem's maximum).
+    #[arg(long, env = "RELAY_VISITOR_RECV_BUFFER", value_name = "SIZE", value_parser = relay_bin::parse_buffer_size,
+          default_value = "auto")]
+    visitor_recv_buffer: relay_bin::BufferSize,
 
     /// Serve Prometheus metrics at /metrics and a health check at /healthz (200 while
     /// accepting, 503 while draining) on PORT, HOST:PORT or [V6]:PORT [default: off].
@@ -210,6 +223,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_open_visitors_per_addr: args.max_open_visitors_per_addr,
         trusted_proxies: args.trusted_proxies.clone(),
         cluster,
+        visitor_send_buffer: args.visitor_send_buffer.0,
+        visitor_recv_buffer: args.visitor_recv_buffer.0,
     };
     let workers = Workers::start(args.threads).context("cannot start worker threads")?;
     let relay = RelayServer::new(listener, config)

@@ -20,16 +20,33 @@ use crate::net::tune_data_socket;
 use crate::protocol::{MAX_TUNNELS_PER_SESSION, MUX_MAX_STREAMS};
 use crate::splice::CHUNK;
 
-/// `SO_SNDBUF` of a public visitor socket. The kernel doubles it for its own bookkeeping, so
-/// a visitor that stops reading pins at most twice this much. It also caps one visitor's
-/// download at about this much per round trip (256 KiB: 20 Mbit/s at 100 ms, 200 Mbit/s at
-/// 10 ms); on loopback and LANs that is not the limit (see the README's figures).
-pub const VISITOR_SEND_BUFFER: usize = 256 * 1024;
+/// Default `SO_SNDBUF` of a public visitor socket ([`RelayConfig::visitor_send_buffer`]):
+/// 256 KiB, doubled by the kernel. It caps one visitor's download at about this much per round
+/// trip (20 Mbit/s at 100 ms, 200 Mbit/s at 10 ms): no limit for visitors near the relay, a
+/// hard one for visitors far away (see docs/benchmark.md, "WAN bulk"). Auto-tuning (`None`)
+/// lifts that cap, but measured with 64 visitors that stop reading it pinned about 1.4 MiB of
+/// kernel memory per visitor instead of about 0.5 MiB, so it is an operator's choice.
+///
+/// [`RelayConfig::visitor_send_buffer`]: super::RelayConfig::visitor_send_buffer
+pub const VISITOR_SEND_BUFFER: Option<usize> = Some(256 * 1024);
 
-/// `SO_RCVBUF` of a public visitor socket: what a visitor can park in the relay's kernel while
-/// the tunnel client does not read (doubled by the kernel, as above), and one visitor's
-/// upload per round trip.
-pub const VISITOR_RECV_BUFFER: usize = 256 * 1024;
+/// Default `SO_RCVBUF` of a public visitor socket ([`RelayConfig::visitor_recv_buffer`]):
+/// `None`, auto-tuned by the kernel. The kernel grows it only as fast as the relay reads, so a
+/// visitor's buffer is about twice what it uploads per round trip; what it can park while its
+/// client does not read is that much, at most `net.ipv4.tcp_rmem`'s maximum. A fixed size
+/// bounds that (doubled by the kernel) and caps one visitor's upload at about that much per
+/// round trip.
+///
+/// [`RelayConfig::visitor_recv_buffer`]: super::RelayConfig::visitor_recv_buffer
+pub const VISITOR_RECV_BUFFER: Option<usize> = None;
+
+/// Smallest visitor socket buffer a relay may be configured with: below this the kernel's own
+/// floor (about 2 KiB, doubled) makes the setting meaningless and throughput collapses.
+pub const MIN_VISITOR_BUFFER: usize = 16 * 1024;
+
+/// Largest visitor socket buffer a relay may be configured with. The kernel also caps what an
+/// unprivileged process may ask for at `net.core.wmem_max` / `net.core.rmem_max`.
+pub const MAX_VISITOR_BUFFER: usize = 256 * 1024 * 1024;
 
 /// `TCP_NOTSENT_LOWAT` of every socket the relay writes to: once this many bytes wait unsent,
 /// the socket stops taking more. A peer that stops reading closes its window, so everything
@@ -38,13 +55,24 @@ pub const VISITOR_RECV_BUFFER: usize = 256 * 1024;
 /// that does read (so it costs no throughput on long paths).
 pub const NOTSENT_LOWAT: u32 = 128 * 1024;
 
-/// Options for an accepted public visitor socket: no Nagle delay, fixed buffers, a short
-/// unsent queue. Failures are ignored: they cost memory bounds, not correctness.
-pub(super) fn tune_visitor_socket(tcp: &TcpStream) {
+/// The buffer sizes of public visitor sockets; `None` leaves one to the kernel's auto-tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct VisitorBuffers {
+    pub(super) send: Option<usize>,
+    pub(super) recv: Option<usize>,
+}
+
+/// Options for an accepted public visitor socket: no Nagle delay, the configured buffers, a
+/// short unsent queue. Failures are ignored: they cost memory bounds, not correctness.
+pub(super) fn tune_visitor_socket(tcp: &TcpStream, buffers: VisitorBuffers) {
     tune_data_socket(tcp);
     let sock = SockRef::from(tcp);
-    let _ = sock.set_send_buffer_size(VISITOR_SEND_BUFFER);
-    let _ = sock.set_recv_buffer_size(VISITOR_RECV_BUFFER);
+    if let Some(n) = buffers.send {
+        let _ = sock.set_send_buffer_size(n);
+    }
+    if let Some(n) = buffers.recv {
+        let _ = sock.set_recv_buffer_size(n);
+    }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let _ = sock.set_tcp_notsent_lowat(NOTSENT_LOWAT);
 }
@@ -60,9 +88,14 @@ pub(super) fn tune_session_socket(tcp: &TcpStream) {
 /// Worst cases in bytes, from the constants above and the multiplexer's windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
-    /// Kernel memory one visitor can pin: both buffers full (the kernel charges twice the
-    /// configured size, overheads included).
+    /// Kernel memory one visitor can pin: both directions stalled ([`Budget::visitor_send_queue`]
+    /// plus a full receive buffer: the kernel charges twice the configured size, overheads
+    /// included, or up to `net.ipv4.tcp_rmem`'s maximum when auto-tuned).
     pub visitor_kernel: usize,
+    /// Kernel memory a visitor that stops reading pins: its send buffer (twice a fixed size),
+    /// or with an auto-tuned one the unsent queue ([`NOTSENT_LOWAT`] plus one write), doubled
+    /// for the kernel's overheads.
+    pub visitor_send_queue: usize,
     /// Relay memory one visitor can pin: its substream's receive window full of bytes for a
     /// visitor that does not read, the send credit it was given queued towards a client that
     /// does not read, and a splice backlog each way.
@@ -77,11 +110,32 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// The budget of a relay whose tunnels take at most `max_visitors_per_tunnel` visitors.
+    /// The budget of a relay whose tunnels take at most `max_visitors_per_tunnel` visitors,
+    /// with the default visitor socket buffers.
     pub fn new(max_visitors_per_tunnel: u32) -> Budget {
+        Budget::with_buffers(
+            max_visitors_per_tunnel,
+            VISITOR_SEND_BUFFER,
+            VISITOR_RECV_BUFFER,
+        )
+    }
+
+    /// Like [`Budget::new`], for visitor sockets with these `SO_SNDBUF` / `SO_RCVBUF` (`None`:
+    /// auto-tuned).
+    pub fn with_buffers(
+        max_visitors_per_tunnel: u32,
+        send: Option<usize>,
+        recv: Option<usize>,
+    ) -> Budget {
         let per_tunnel = max_visitors_per_tunnel as usize;
+        let visitor_send_queue = match send {
+            Some(n) => 2 * n,
+            None => 2 * (NOTSENT_LOWAT as usize + CHUNK),
+        };
+        let recv = recv.map_or_else(kernel_max_recv_buffer, |n| 2 * n);
         Budget {
-            visitor_kernel: 2 * (VISITOR_SEND_BUFFER + VISITOR_RECV_BUFFER),
+            visitor_kernel: visitor_send_queue + recv,
+            visitor_send_queue,
             visitor_user: 2 * STREAM_WINDOW + 2 * CHUNK,
             session_fixed: WINDOW_GROWTH_POOL + 2 * NOTSENT_LOWAT as usize + SESSION_RECV_TYPICAL,
             visitors_per_session: (per_tunnel * MAX_TUNNELS_PER_SESSION).min(MUX_MAX_STREAMS),
@@ -112,26 +166,39 @@ pub const VISITOR_SHARE_OF_TCP_PRESSURE: (usize, usize) = (3, 4);
 /// Relay-wide open-visitor cap where the kernel's TCP memory limits cannot be read.
 pub const FALLBACK_OPEN_VISITORS: usize = 1024;
 
-/// The default relay-wide cap on open visitors: as many as fit, each at its worst-case kernel
-/// memory ([`Budget::visitor_kernel`], from the socket buffer constants), in
-/// [`VISITOR_SHARE_OF_TCP_PRESSURE`] of `tcp_pressure` bytes; [`FALLBACK_OPEN_VISITORS`] when
-/// that is unknown. Never below 1.
+/// How many client addresses it takes to fill the relay-wide visitor cap: each holds at most
+/// this fraction of it (like the upper bound of the other per-address shares).
+pub const CLIENTS_TO_FILL_VISITOR_CAP: usize = 4;
+
+/// Kernel memory one stalled visitor pins with the default buffers, as the cap counts it: its
+/// send queue ([`Budget::visitor_send_queue`]) plus a receive buffer at the size the kernel
+/// starts an auto-tuned one at (`tcp_rmem[1]`, doubled). An auto-tuned receive buffer grows
+/// only while the relay reads fast, so a visitor that uploaded fast before its client stopped
+/// reading can park more (up to `tcp_rmem[2]`); `--visitor-recv-buffer SIZE` bounds that.
+pub fn stalled_visitor_kernel() -> usize {
+    Budget::new(1).visitor_send_queue + 2 * kernel_default_recv_buffer()
+}
+
+/// The default relay-wide cap on open visitors: [`CLIENTS_TO_FILL_VISITOR_CAP`] client shares,
+/// each as many visitors as fit at [`stalled_visitor_kernel`] in
+/// [`VISITOR_SHARE_OF_TCP_PRESSURE`] of `tcp_pressure` bytes, so no one client can take the
+/// host to TCP memory pressure; [`FALLBACK_OPEN_VISITORS`] when that is unknown. Never below
+/// the number of shares.
 pub fn visitor_cap(tcp_pressure: Option<u64>) -> usize {
     let Some(pressure) = tcp_pressure else {
         return FALLBACK_OPEN_VISITORS;
     };
     let (num, den) = VISITOR_SHARE_OF_TCP_PRESSURE;
     let share = pressure.saturating_mul(num as u64) / den as u64;
-    let per_visitor = Budget::new(1).visitor_kernel as u64;
-    usize::try_from(share / per_visitor)
-        .unwrap_or(usize::MAX)
+    let per_client = usize::try_from(share / stalled_visitor_kernel() as u64).unwrap_or(usize::MAX);
+    per_client
         .max(1)
+        .saturating_mul(CLIENTS_TO_FILL_VISITOR_CAP)
 }
 
-/// A client address's default share of the relay-wide visitor cap: a quarter (like the upper
-/// bound of the other per-address shares), so at least four clients are needed to fill it.
+/// A client address's default share of the relay-wide visitor cap.
 pub fn visitor_share(cap: usize) -> usize {
-    (cap / 4).max(1)
+    (cap / CLIENTS_TO_FILL_VISITOR_CAP).max(1)
 }
 
 /// The kernel's TCP memory-pressure threshold in bytes: `tcp_mem[1]` (pages) from `tcp_mem`
@@ -164,6 +231,23 @@ fn page_size() -> u64 {
         .map_or(4096, |pair| pair[1])
 }
 
+/// The most an auto-tuned receive buffer grows to: `net.ipv4.tcp_rmem`'s maximum (Linux's
+/// default of 6 MiB where it cannot be read).
+fn kernel_max_recv_buffer() -> usize {
+    tcp_rmem(2).unwrap_or(6 * 1024 * 1024)
+}
+
+/// What an auto-tuned receive buffer starts at: `net.ipv4.tcp_rmem`'s default (128 KiB where
+/// it cannot be read).
+fn kernel_default_recv_buffer() -> usize {
+    tcp_rmem(1).unwrap_or(128 * 1024)
+}
+
+fn tcp_rmem(field: usize) -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem").ok()?;
+    text.split_whitespace().nth(field)?.parse().ok()
+}
+
 /// A session socket's receive buffer as the kernel sizes it by default (`tcp_rmem[1]`).
 const SESSION_RECV_TYPICAL: usize = 128 * 1024;
 
@@ -174,6 +258,12 @@ mod tests {
     #[test]
     fn figures_the_readme_quotes() {
         let b = Budget::new(crate::protocol::MAX_VISITORS_PER_TUNNEL);
+        assert_eq!(b.visitor_send_queue, 512 * 1024);
+        assert_eq!(b.visitor_kernel, 512 * 1024 + kernel_max_recv_buffer());
+        let auto = Budget::with_buffers(crate::protocol::MAX_VISITORS_PER_TUNNEL, None, None);
+        assert_eq!(auto.visitor_send_queue, 384 * 1024);
+        let k = 256 * 1024;
+        let b = Budget::with_buffers(crate::protocol::MAX_VISITORS_PER_TUNNEL, Some(k), Some(k));
         assert_eq!(b.visitor_kernel, 1024 * 1024);
         assert_eq!(b.visitor_user, 640 * 1024);
         assert_eq!(b.per_visitor(), 1664 * 1024);
@@ -187,13 +277,17 @@ mod tests {
         let pressure = parse_tcp_pressure("287907\t383878\t575814\n", 4096);
         assert_eq!(pressure, Some(383_878 * 4096));
         let cap = visitor_cap(pressure);
-        let worst = Budget::new(1).visitor_kernel as u64;
-        assert!(cap as u64 * worst <= pressure.unwrap() * 3 / 4);
-        assert!((cap as u64 + 1) * worst > pressure.unwrap() * 3 / 4);
-        assert_eq!(cap, 1124);
-        assert_eq!(visitor_share(cap), 281);
+        let share = visitor_share(cap) as u64;
+        let worst = stalled_visitor_kernel() as u64;
+        // One client at its share stays within three quarters of pressure; one more would not.
+        assert!(share * worst <= pressure.unwrap() * 3 / 4);
+        assert!((share + 1) * worst > pressure.unwrap() * 3 / 4);
+        if kernel_default_recv_buffer() == 128 * 1024 {
+            assert_eq!(share, 1499);
+            assert_eq!(cap, 4 * 1499);
+        }
         assert_eq!(visitor_cap(None), FALLBACK_OPEN_VISITORS);
-        assert_eq!(visitor_cap(Some(1)), 1);
+        assert_eq!(visitor_cap(Some(1)), CLIENTS_TO_FILL_VISITOR_CAP);
         assert_eq!(parse_tcp_pressure("junk", 4096), None);
         assert!(page_size() >= 4096);
     }

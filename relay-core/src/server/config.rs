@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use super::access::Access;
 use super::cluster::Cluster;
+use super::budget::VisitorBuffers;
+pub use super::budget::{
+    MAX_VISITOR_BUFFER, MIN_VISITOR_BUFFER, VISITOR_RECV_BUFFER, VISITOR_SEND_BUFFER,
+};
 use super::per_addr::{AddrLimits, PerAddrLimits};
 use super::proxied::TrustedNet;
 use crate::protocol::{
@@ -91,6 +95,17 @@ pub struct RelayConfig {
     /// carried in the nameplates it issues, and a claim for a peer's nameplate is redirected
     /// there. `None`: a relay on its own, with nameplates as plain numbers.
     pub cluster: Option<Cluster>,
+    /// `SO_SNDBUF` of public visitor sockets, in bytes ([`MIN_VISITOR_BUFFER`] to
+    /// [`MAX_VISITOR_BUFFER`]); `None`: auto-tuned by the kernel. One visitor downloads at most
+    /// about this much per round trip; a visitor that stops reading pins only the short unsent
+    /// queue either way. Default [`VISITOR_SEND_BUFFER`] (256 KiB).
+    pub visitor_send_buffer: Option<usize>,
+    /// `SO_RCVBUF` of public visitor sockets, in bytes ([`MIN_VISITOR_BUFFER`] to
+    /// [`MAX_VISITOR_BUFFER`]); `None`: auto-tuned by the kernel. One visitor uploads at most
+    /// about this much per round trip, and a visitor whose client stops reading can park twice
+    /// this much in the relay's kernel (auto-tuned: at most `net.ipv4.tcp_rmem`'s maximum).
+    /// Default [`VISITOR_RECV_BUFFER`] (auto).
+    pub visitor_recv_buffer: Option<usize>,
 }
 
 impl Default for RelayConfig {
@@ -117,6 +132,8 @@ impl Default for RelayConfig {
             max_open_visitors_per_addr: None,
             trusted_proxies: Vec::new(),
             cluster: None,
+            visitor_send_buffer: VISITOR_SEND_BUFFER,
+            visitor_recv_buffer: VISITOR_RECV_BUFFER,
         }
     }
 }
@@ -189,6 +206,18 @@ impl RelayConfig {
         if self.lease_ttl.as_millis() > u128::from(u32::MAX) {
             return Err("lease time is too long".into());
         }
+        for (name, value) in [
+            ("visitor send buffer", self.visitor_send_buffer),
+            ("visitor receive buffer", self.visitor_recv_buffer),
+        ] {
+            if value.is_some_and(|n| !(MIN_VISITOR_BUFFER..=MAX_VISITOR_BUFFER).contains(&n)) {
+                return Err(format!(
+                    "{name} must be {} KiB-{} MiB, or auto",
+                    MIN_VISITOR_BUFFER / 1024,
+                    MAX_VISITOR_BUFFER / (1024 * 1024)
+                ));
+            }
+        }
         Ok((self, ports))
     }
 
@@ -203,6 +232,13 @@ impl RelayConfig {
             pool_len,
             self.max_transfers,
         )
+    }
+
+    pub(super) fn visitor_buffers(&self) -> VisitorBuffers {
+        VisitorBuffers {
+            send: self.visitor_send_buffer,
+            recv: self.visitor_recv_buffer,
+        }
     }
 
     pub(crate) fn heartbeat_interval_ms(&self) -> u32 {
@@ -239,5 +275,33 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate(8080).is_err());
+    }
+
+    #[test]
+    fn visitor_buffers_out_of_range_are_refused() {
+        for (send, recv) in [
+            (Some(MIN_VISITOR_BUFFER - 1), None),
+            (None, Some(0)),
+            (Some(256 * 1024), Some(MAX_VISITOR_BUFFER + 1)),
+        ] {
+            let bad = RelayConfig {
+                visitor_send_buffer: send,
+                visitor_recv_buffer: recv,
+                ..Default::default()
+            };
+            let err = bad.validate(8080).unwrap_err();
+            assert!(err.contains("visitor") && err.contains("buffer"), "{err}");
+        }
+        for (send, recv) in [
+            (None, None),
+            (Some(MIN_VISITOR_BUFFER), Some(MAX_VISITOR_BUFFER)),
+        ] {
+            let good = RelayConfig {
+                visitor_send_buffer: send,
+                visitor_recv_buffer: recv,
+                ..Default::default()
+            };
+            assert!(good.validate(8080).is_ok());
+        }
     }
 }

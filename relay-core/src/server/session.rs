@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::budget::VisitorBuffers;
 use super::handshake::Client;
 use super::leases::Tunnel as Port;
 use super::metrics::{SessionMetrics, VisitorMetrics};
@@ -44,6 +45,8 @@ pub(super) struct Tunnel {
     pub(super) session: CancellationToken,
     /// How long the client may take to answer a new visitor.
     pub(super) answer_timeout: Duration,
+    /// Socket buffer sizes for its visitors.
+    pub(super) buffers: VisitorBuffers,
 }
 
 /// Serves one tunnel client from its hello to the end of its connection.
@@ -196,6 +199,7 @@ async fn serve(
         counted: counted.visitors.clone(),
         session: session.clone(),
         answer_timeout: config.handshake_timeout,
+        buffers: config.visitor_buffers(),
     });
     let cap = cap as usize;
     let limits: Vec<Arc<Semaphore>> = ports

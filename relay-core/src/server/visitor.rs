@@ -30,7 +30,7 @@ pub(super) async fn serve(
     tunnel: Arc<Tunnel>,
     _permit: OwnedSemaphorePermit,
 ) {
-    tune_visitor_socket(&tcp);
+    tune_visitor_socket(&tcp, tunnel.buffers);
     let _open = tunnel.counted.opened();
     // Behind a load balancer, the address the visitor dialed is the balancer's.
     let relay_addr =
