@@ -16,6 +16,7 @@
 set -euo pipefail
 
 VISITORS=${VISITORS:-1 8 64 256}
+DIRS=${DIRS:-up down}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-3}
 TLS=${TLS:-0}
@@ -136,7 +137,7 @@ RES=$WORK/results.txt
 : >"$RES"
 for r in $(seq "$ROUNDS"); do
     for n in $VISITORS; do
-        for dir in up down; do
+        for dir in $DIRS; do
             # Rotate the order of the systems each round.
             order=("${SYSTEMS[@]:$((r % ${#SYSTEMS[@]}))}" "${SYSTEMS[@]:0:$((r % ${#SYSTEMS[@]}))}")
             for sys in "${order[@]}"; do
@@ -166,7 +167,7 @@ echo
 printf '| visitors | way |'; for s in "${SYSTEMS[@]}"; do printf ' %s |' "$s"; done; echo
 printf '|---|---|'; for s in "${SYSTEMS[@]}"; do printf -- '---|'; done; echo
 for n in $VISITORS; do
-    for dir in up down; do
+    for dir in $DIRS; do
         d=$(med direct "$n" "$dir")
         printf '| %s | %s |' "$n" "$dir"
         for s in "${SYSTEMS[@]}"; do
