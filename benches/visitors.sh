@@ -10,6 +10,12 @@
 #   TLS=1 benches/visitors.sh                   # also our tunnel with TLS to the relay
 #   BASE_BIN=DIR benches/visitors.sh            # also a baseline build (relay, expose in DIR)
 #   BENCH_PEERS=0 benches/visitors.sh           # without bore and rathole
+#   VISITORS=256 DIRS=up benches/visitors.sh     # one direction only
+#
+# Caution on a shared machine: until the yamux stall in docs/benchmark.md ("Hot path") is
+# fixed, every download visitor that half-closes and leaves can leave `expose` holding its local
+# connection (~6 MB of kernel buffers) until the run ends; 256 visitors down, repeated, go past
+# the kernel's TCP memory pressure threshold. Prefer ROUNDS=1 runs repeated, and DIRS=up for 256.
 #
 # Loopback only; every step is bounded; only processes this script started are stopped, by
 # their process id.
