@@ -452,6 +452,7 @@ if [[ $BENCH_PEERS == 1 ]]; then
     done
 fi
 [[ ${BENCH_WAN:-0} == 1 ]] && { "$ROOT/benches/wan.sh" || log "benches/wan.sh failed"; }
+[[ ${BENCH_VISITORS:-0} == 1 ]] && { BENCH_PEERS=$BENCH_PEERS BENCH_TOOLS=$BENCH_TOOLS "$ROOT/benches/visitors.sh" | tee "$WORK/visitors.md"; } || true # bulk against 1-256 visitors (docs/benchmark.md)
 log "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---------------------------------------------------------------------------------------------

@@ -43,6 +43,10 @@ pub const WINDOW_GROWTH_POOL: usize = 16 * 1024 * 1024;
 /// cost is coarser interleaving between streams. yamux requires <= 1 MiB.
 pub const SPLIT_SEND_SIZE: usize = 64 * 1024;
 
+/// Polls of the connection one driver poll makes only to write what it gathered; beyond them
+/// the driver yields to the scheduler first.
+const MAX_FLUSH_POLLS: u32 = 2;
+
 /// How long a closing session may spend flushing its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -165,12 +169,13 @@ where
     };
     let lost = Arc::new(AtomicBool::new(false));
     let goaway = Arc::new(AtomicBool::new(false));
-    let io = SessionIo::watched(io, lost.clone(), goaway.clone(), early);
+    let flush_owed = Arc::new(AtomicBool::new(false));
+    let io = SessionIo::watched(io, lost.clone(), goaway.clone(), flush_owed.clone(), early);
     let conn = Connection::new(io.compat(), yamux_config(), mode);
     let (open_tx, open_rx) = mpsc::channel(64);
     let closed = CancellationToken::new();
     let streams = StreamFactory { lost };
-    let signals = Signals { goaway };
+    let signals = Signals { goaway, flush_owed };
     let driver = drive(
         conn,
         streams,
@@ -191,6 +196,9 @@ where
 struct Signals {
     /// This side wrote a GoAway: yamux found the peer breaking the protocol.
     goaway: Arc<AtomicBool>,
+    /// The socket deferred a flush with bytes gathered: poll the connection again before
+    /// waiting, or they would wait for unrelated traffic.
+    flush_owed: Arc<AtomicBool>,
 }
 
 async fn drive<T>(
@@ -209,7 +217,7 @@ where
     let mut waiting: Option<OpenReply> = None;
     let outcome = tokio::select! {
         result = poll_fn(|cx| {
-            let polled = poll_driver(cx, &mut conn, &streams, &mut requests, &mut waiting, &inbound);
+            let polled = poll_driver(cx, &mut conn, &streams, &signals.flush_owed, &mut requests, &mut waiting, &inbound);
             if polled.is_pending() && signals.goaway.load(Ordering::Acquire) {
                 return Poll::Ready(Err(ConnectionError::Closed));
             }
@@ -239,6 +247,7 @@ fn poll_driver<T>(
     cx: &mut Context<'_>,
     conn: &mut Connection<Compat<SessionIo<T>>>,
     streams: &StreamFactory,
+    flush_owed: &AtomicBool,
     requests: &mut mpsc::Receiver<OpenReply>,
     waiting: &mut Option<OpenReply>,
     inbound: &mpsc::Sender<Substream>,
@@ -246,6 +255,7 @@ fn poll_driver<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut flush_polls = 0;
     loop {
         // Socket I/O first: it also retires dropped streams, which frees room for new ones.
         loop {
@@ -256,6 +266,17 @@ where
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending if flush_owed.swap(false, Ordering::AcqRel) => {
+                    // The frames of this poll are gathered but unwritten: the next poll of the
+                    // connection writes them. While streams keep producing, hand over to the
+                    // scheduler instead, so other tasks' frames join the write.
+                    if flush_polls < MAX_FLUSH_POLLS {
+                        flush_polls += 1;
+                        continue;
+                    }
+                    cx.waker().wake_by_ref();
+                    break;
+                }
                 Poll::Pending => break,
             }
         }

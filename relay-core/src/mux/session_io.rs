@@ -48,9 +48,12 @@ pub(super) struct SessionIo<T> {
     read_buf: BytesMut,
     gathered: Vec<u8>,
     gathered_pos: usize,
-    /// Bytes were gathered since the last flush: the next flush is deferred by one task poll,
-    /// so a burst of frames produced in one poll leaves in one write.
+    /// Bytes were gathered since the last flush: the next flush is deferred, so a burst of
+    /// frames produced in one poll of the connection leaves in one write.
     deferred: bool,
+    /// Set when a flush was deferred with bytes still gathered: whoever polls the connection
+    /// must poll it again before waiting (the driver does so at once, see `mux::poll_driver`).
+    flush_owed: Arc<AtomicBool>,
 }
 
 impl<T> SessionIo<T> {
@@ -58,14 +61,16 @@ impl<T> SessionIo<T> {
     /// yamux reads them first.
     #[cfg(test)]
     pub(super) fn new(inner: T, lost: Arc<AtomicBool>, early: &[u8]) -> Self {
-        Self::watched(inner, lost, Arc::default(), early)
+        Self::watched(inner, lost, Arc::default(), Arc::default(), early)
     }
 
-    /// Like [`SessionIo::new`]; `goaway` is set once this side has written a GoAway.
+    /// Like [`SessionIo::new`]; `goaway` is set once this side has written a GoAway, and
+    /// `flush_owed` whenever a deferred flush left bytes to write.
     pub(super) fn watched(
         inner: T,
         lost: Arc<AtomicBool>,
         goaway: Arc<AtomicBool>,
+        flush_owed: Arc<AtomicBool>,
         early: &[u8],
     ) -> Self {
         SessionIo {
@@ -79,6 +84,7 @@ impl<T> SessionIo<T> {
             gathered: Vec::new(),
             gathered_pos: 0,
             deferred: false,
+            flush_owed,
         }
     }
 
@@ -205,11 +211,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SessionIo<T> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.deferred {
-            // yamux flushes after every frame; defer to the next poll of this task so frames
-            // produced meanwhile join the same write. The wake guarantees that poll happens.
+            // yamux flushes after every frame; defer to the next flush, so frames produced
+            // meanwhile join the same write. The poller is told it owes that flush: the driver
+            // polls the connection again before it waits, which costs no trip through the
+            // scheduler (a wake-up here did: a second poll of the whole session per batch).
             this.deferred = false;
             if !this.pending_write().is_empty() {
-                cx.waker().wake_by_ref();
+                this.flush_owed.store(true, Ordering::Release);
             }
             return Poll::Ready(Ok(()));
         }
