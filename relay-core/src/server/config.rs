@@ -4,11 +4,11 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::access::Access;
-use super::cluster::Cluster;
 use super::budget::VisitorBuffers;
 pub use super::budget::{
     MAX_VISITOR_BUFFER, MIN_VISITOR_BUFFER, VISITOR_RECV_BUFFER, VISITOR_SEND_BUFFER,
 };
+use super::cluster::Cluster;
 use super::per_addr::{AddrLimits, PerAddrLimits};
 use super::proxied::TrustedNet;
 use crate::protocol::{

@@ -91,13 +91,14 @@ fn open_visitors_cap(config: &RelayConfig) -> Arc<OpenVisitors> {
         .max_open_visitors_per_addr
         .unwrap_or_else(|| budget::visitor_share(limit))
         .min(limit);
-    let worst = Budget::new(config.max_visitors_per_tunnel).visitor_kernel;
+    let worst = budget::stalled_visitor_kernel();
     let mib = |b: u64| b / (1024 * 1024);
     info!(
         open_visitors = limit,
         per_client_addr = per_addr,
-        worst_kernel_kib_each = worst / 1024,
-        worst_kernel_mib = mib(limit as u64 * worst as u64),
+        stalled_kernel_kib_each = worst / 1024,
+        per_client_kernel_mib = mib(per_addr as u64 * worst as u64),
+        all_kernel_mib = mib(limit as u64 * worst as u64),
         tcp_pressure_mib = pressure.map(mib),
         derived = config.max_open_visitors.is_none(),
         "visitor budget (--max-open-visitors, --max-open-visitors-per-addr to change)"
