@@ -106,6 +106,21 @@ impl Refused {
     }
 }
 
+/// One of the relay's `max_handshakes` handshake slots, or `Busy` naming the limit.
+pub(super) fn relay_handshake_slot(
+    handshakes: &Arc<Semaphore>,
+    max_handshakes: usize,
+) -> Result<OwnedSemaphorePermit, Refused> {
+    handshakes.clone().try_acquire_owned().map_err(|_| {
+        Refused::busy(
+            Refusal::HandshakeCap,
+            format!(
+                "the relay is busy ({max_handshakes} connections in their handshake); try again shortly"
+            ),
+        )
+    })
+}
+
 /// Takes a handshake slot for a connection from `peer`: its address's first, then the relay's.
 pub(super) fn handshake_ticket(
     gate: &Gate,
@@ -126,16 +141,8 @@ pub(super) fn handshake_ticket(
                 ),
             )
         })?;
-    let global = handshakes.clone().try_acquire_owned().map_err(|_| {
-        Refused::busy(
-            Refusal::HandshakeCap,
-            format!(
-                "the relay is busy ({max_handshakes} connections in their handshake); try again shortly"
-            ),
-        )
-    })?;
     Ok(HandshakeTicket {
-        global: Some(global),
+        global: Some(relay_handshake_slot(handshakes, max_handshakes)?),
         addr: Some(addr),
     })
 }

@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::Shared;
-use super::admission::{HandshakeTicket, Refused};
+use super::admission::{HandshakeTicket, Refused, relay_handshake_slot};
 use super::proxied::{HeaderError, Origin};
 use super::refusals::Refusal;
 use super::usage::Held;
@@ -21,16 +21,8 @@ pub(super) fn proxy_ticket(
     handshakes: &Arc<Semaphore>,
     max_handshakes: usize,
 ) -> Result<HandshakeTicket, Refused> {
-    let global = handshakes.clone().try_acquire_owned().map_err(|_| {
-        Refused::busy(
-            Refusal::HandshakeCap,
-            format!(
-                "the relay is busy ({max_handshakes} connections in their handshake); try again shortly"
-            ),
-        )
-    })?;
     Ok(HandshakeTicket {
-        global: Some(global),
+        global: Some(relay_handshake_slot(handshakes, max_handshakes)?),
         addr: None,
     })
 }
