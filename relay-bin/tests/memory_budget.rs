@@ -214,8 +214,11 @@ async fn one_client_gets_its_share_of_the_relay_wide_visitor_cap() {
     let kernel = tcp_mem_bytes().saturating_sub(kernel_before);
     let rss = rss_bytes(relay.proc.id()).saturating_sub(rss_before);
     let budget = Budget::new(relay_core::server::DEFAULT_MAX_VISITORS_PER_TUNNEL);
-    // Refused visitors' sockets are gone on the relay; the test's own count in SLACK.
-    let allowed = budget.per_session_with(SHARE) + SLACK;
+    // Refused visitors' sockets are gone on the relay; the test's own count in SLACK. These
+    // visitors never read, so each pins its send queue and relay-side windows; nothing here
+    // uploads, so the auto-tuned receive buffers stay at their start size (in SLACK).
+    let allowed =
+        budget.session_fixed + SHARE * (budget.visitor_send_queue + budget.visitor_user) + SLACK;
     println!(
         "{TRIED} stalled visitors tried, {SHARE} admitted: kernel TCP +{} KiB, relay RSS +{} KiB; \
          budget {} KiB",
