@@ -152,21 +152,66 @@ fn files_equal(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// A transfer of a `size`-byte `big.bin` into `out`, interrupted past half by `kill -9`.
+struct Interrupted {
+    relay: Relay,
+    _dir: Scratch,
+    src: PathBuf,
+    out: PathBuf,
+    size: u64,
+}
+
+impl Interrupted {
+    fn new(name: &str, size: u64) -> Interrupted {
+        let relay = relay();
+        let dir = Scratch::in_memory(name);
+        let src = dir.join("big.bin");
+        make_source(&src, size);
+        let out = dir.join("out");
+        interrupted(&relay, &src, &out);
+        Interrupted {
+            relay,
+            _dir: dir,
+            src,
+            out,
+            size,
+        }
+    }
+
+    /// Sends the file again; returns the bytes that crossed and the receiver's stderr.
+    fn again(&self) -> (u64, String) {
+        again(&self.relay, &self.src, &self.out)
+    }
+
+    /// Sends the file again and checks that the receiver said `why` and took the whole file.
+    fn again_starts_over(&self, why: &str) {
+        let (crossed, stderr) = self.again();
+        assert!(stderr.contains(why), "{stderr}");
+        assert!(
+            crossed >= self.size,
+            "only {crossed} bytes crossed: not started over"
+        );
+    }
+
+    /// Opens `path` (the source, or the kept partial copy) for writing.
+    fn open(path: &Path) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open")
+    }
+}
+
 #[test]
 fn a_receiver_killed_halfway_resumes_with_only_the_missing_half() {
-    let relay = relay();
-    let dir = Scratch::in_memory("resume");
-    let src = dir.join("big.bin");
-    let size = 512 * MIB;
-    make_source(&src, size);
-    let out = dir.join("out");
-    interrupted(&relay, &src, &out);
-    let kept = std::fs::metadata(partial(&out, "big.bin"))
+    let t = Interrupted::new("resume", 512 * MIB);
+    let size = t.size;
+    let kept = std::fs::metadata(partial(&t.out, "big.bin"))
         .expect("partial")
         .len();
     assert!(kept > size / 2, "only {kept} bytes kept");
 
-    let (crossed, stderr) = again(&relay, &src, &out);
+    let (crossed, stderr) = t.again();
     assert!(
         stderr.contains("resuming \"big.bin\" after the"),
         "{stderr}"
@@ -181,86 +226,35 @@ fn a_receiver_killed_halfway_resumes_with_only_the_missing_half() {
 
 #[test]
 fn a_file_changed_between_the_transfers_starts_over() {
-    let relay = relay();
-    let dir = Scratch::in_memory("resume-changed");
-    let src = dir.join("big.bin");
-    let size = 128 * MIB;
-    make_source(&src, size);
-    let out = dir.join("out");
-    interrupted(&relay, &src, &out);
+    let t = Interrupted::new("resume-changed", 128 * MIB);
     // A new first megabyte: different content, size and modification time.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&src)
-        .expect("open");
+    let mut f = Interrupted::open(&t.src);
     f.write_all(&vec![7u8; MIB as usize]).expect("rewrite");
     f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
         .expect("mtime");
     drop(f);
-    let (crossed, stderr) = again(&relay, &src, &out);
-    assert!(
-        stderr.contains("\"big.bin\" changed since the interrupted transfer; starting it over"),
-        "{stderr}"
-    );
-    assert!(
-        crossed >= size,
-        "only {crossed} bytes crossed: not started over"
-    );
+    t.again_starts_over("\"big.bin\" changed since the interrupted transfer; starting it over");
 }
 
 #[test]
 fn a_changed_file_with_its_old_time_is_caught_by_the_sender() {
-    let relay = relay();
-    let dir = Scratch::in_memory("resume-sametime");
-    let src = dir.join("big.bin");
-    let size = 128 * MIB;
-    make_source(&src, size);
-    let mtime = std::fs::metadata(&src).expect("m").modified().expect("t");
-    let out = dir.join("out");
-    interrupted(&relay, &src, &out);
+    let t = Interrupted::new("resume-sametime", 128 * MIB);
+    let mtime = std::fs::metadata(&t.src).expect("m").modified().expect("t");
     // Same size, same modification time, different bytes: only the prefix hash can tell.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&src)
-        .expect("open");
+    let mut f = Interrupted::open(&t.src);
     f.seek(SeekFrom::Start(1000)).expect("seek");
     f.write_all(b"different").expect("rewrite");
     f.set_modified(mtime).expect("restore mtime");
     drop(f);
-    let (crossed, stderr) = again(&relay, &src, &out);
-    assert!(
-        stderr.contains("differs from the partial copy kept here; starting it over"),
-        "{stderr}"
-    );
-    assert!(
-        crossed >= size,
-        "only {crossed} bytes crossed: not started over"
-    );
+    t.again_starts_over("differs from the partial copy kept here; starting it over");
 }
 
 #[test]
 fn an_altered_partial_copy_is_detected_and_started_over() {
-    let relay = relay();
-    let dir = Scratch::in_memory("resume-tampered");
-    let src = dir.join("big.bin");
-    let size = 128 * MIB;
-    make_source(&src, size);
-    let out = dir.join("out");
-    interrupted(&relay, &src, &out);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(partial(&out, "big.bin"))
-        .expect("partial");
+    let t = Interrupted::new("resume-tampered", 128 * MIB);
+    let mut f = Interrupted::open(&partial(&t.out, "big.bin"));
     f.seek(SeekFrom::Start(4096)).expect("seek");
     f.write_all(b"tampered").expect("tamper");
     drop(f);
-    let (crossed, stderr) = again(&relay, &src, &out);
-    assert!(
-        stderr.contains("the partial copy of \"big.bin\" kept here does not match"),
-        "{stderr}"
-    );
-    assert!(
-        crossed >= size,
-        "only {crossed} bytes crossed: not started over"
-    );
+    t.again_starts_over("the partial copy of \"big.bin\" kept here does not match");
 }
