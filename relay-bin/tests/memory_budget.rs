@@ -12,7 +12,7 @@ use relay_core::server::Budget;
 use relay_core::{TunnelConfig, TunnelListener};
 use relay_test_support::{DEADLINE, Relay};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Visitors that never read.
 const VISITORS: usize = 64;
@@ -58,18 +58,18 @@ async fn scrape(metrics: SocketAddr, series: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn visitors_that_never_read_stay_within_the_budget() {
-    let relay = Relay::start(&["--metrics", "127.0.0.1:0"]);
+/// The address the relay's `--metrics` server listens on, from its start-up log.
+fn metrics_addr(relay: &Relay) -> SocketAddr {
     let log = relay.proc.wait_stderr("metrics listening", DEADLINE);
-    let metrics: SocketAddr = log
-        .split_whitespace()
+    log.split_whitespace()
         .find_map(|w| w.strip_prefix("metrics="))
         .and_then(|a| a.parse().ok())
-        .expect("metrics address");
-    let (kernel_before, rss_before) = (tcp_mem_bytes(), rss_bytes(relay.proc.id()));
+        .expect("metrics address")
+}
 
-    // The client: every visitor gets an endless stream of bytes.
+/// A tunnel client that gives every visitor an endless stream of bytes; its public address
+/// and its task.
+async fn pushing_client(relay: &Relay) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let config = TunnelConfig {
         reconnect: relay_core::client::Reconnect::never(),
         ..TunnelConfig::default()
@@ -86,13 +86,32 @@ async fn visitors_that_never_read_stay_within_the_budget() {
             });
         }
     });
+    (public, client)
+}
 
+/// Up to `n` visitors of `public` with tiny receive buffers that never read. A refused visitor
+/// may be reset before its connect returns: it is left out.
+async fn stalled_visitors(public: SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut visitors = Vec::new();
-    for _ in 0..VISITORS {
+    for _ in 0..n {
         let sock = TcpSocket::new_v4().expect("socket");
         sock.set_recv_buffer_size(4096).expect("rcvbuf");
-        visitors.push(sock.connect(public).await.expect("visitor"));
+        if let Ok(visitor) = sock.connect(public).await {
+            visitors.push(visitor);
+        }
     }
+    visitors
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_that_never_read_stay_within_the_budget() {
+    let relay = Relay::start(&["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&relay);
+    let (kernel_before, rss_before) = (tcp_mem_bytes(), rss_bytes(relay.proc.id()));
+
+    let (public, client) = pushing_client(&relay).await;
+    let visitors = stalled_visitors(public, VISITORS).await;
+    assert_eq!(visitors.len(), VISITORS, "every visitor connects");
 
     // Pushed as far as the windows allow: the bytes written to visitors stop growing.
     let moved = r#"relay_tunnel_bytes_total{direction="client_to_visitor",token="-"}"#;
@@ -156,39 +175,11 @@ async fn one_client_gets_its_share_of_the_relay_wide_visitor_cap() {
             && budget_line.contains(&format!("per_client_addr={SHARE}")),
         "start line states the budget: {budget_line}"
     );
-    let log = relay.proc.wait_stderr("metrics listening", DEADLINE);
-    let metrics: SocketAddr = log
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("metrics="))
-        .and_then(|a| a.parse().ok())
-        .expect("metrics address");
+    let metrics = metrics_addr(&relay);
     let (kernel_before, rss_before) = (tcp_mem_bytes(), rss_bytes(relay.proc.id()));
 
-    let config = TunnelConfig {
-        reconnect: relay_core::client::Reconnect::never(),
-        ..TunnelConfig::default()
-    };
-    let listener = TunnelListener::connect(&relay.host_port(), config)
-        .await
-        .expect("tunnel");
-    let public = SocketAddr::from(([127, 0, 0, 1], listener.public_addr().port));
-    let client = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let chunk = vec![0x5a_u8; 64 * 1024];
-                while stream.write_all(&chunk).await.is_ok() {}
-            });
-        }
-    });
-    let mut visitors = Vec::new();
-    for _ in 0..TRIED {
-        let sock = TcpSocket::new_v4().expect("socket");
-        sock.set_recv_buffer_size(4096).expect("rcvbuf");
-        // A refused visitor may be reset before its connect returns.
-        if let Ok(visitor) = sock.connect(public).await {
-            visitors.push(visitor);
-        }
-    }
+    let (public, client) = pushing_client(&relay).await;
+    let visitors = stalled_visitors(public, TRIED).await;
 
     let refused = r#"relay_refusals_total{reason="addr_visitor_share"}"#;
     let moved = r#"relay_tunnel_bytes_total{direction="client_to_visitor",token="-"}"#;
