@@ -27,17 +27,9 @@ MAX_SECS=${MAX_SECS:-900}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/rtbench.XXXXXX)
-PIDS=()
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    [[ -n ${WATCHDOG:-} ]] && kill "$WATCHDOG" 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-( sleep "$MAX_SECS"; echo "roundtrip.sh: time limit reached" >&2; kill -TERM $$ ) >/dev/null &
-WATCHDOG=$!
+NAME=roundtrip.sh
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 log "building release binaries"
 (cd "$ROOT" && cargo build --release -q -p relay-bin -p echoserver -p relay-benches \
@@ -59,18 +51,8 @@ if [[ -n $BASE_BIN ]]; then
 fi
 LG=$WORK/rt-loadgen
 
-start_bg() { local name=$1; shift
-    RUST_LOG=$BENCH_LOG "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    LAST_PID=$!; PIDS+=("$LAST_PID"); }
-first_line() { local i
-    for i in $(seq 100); do [[ -s $WORK/$1.out ]] && { head -n1 "$WORK/$1.out"; return 0; }; sleep 0.1; done
-    echo "roundtrip.sh: $1 printed no address" >&2; tail -n 20 "$WORK/$1.err" >&2; return 1; }
-free_port() { local p; while :; do p=$((20000 + RANDOM % 9000))
-    [[ -z $(ss -Hltn "( sport = :$p )" 2>/dev/null) ]] && { echo "$p"; return; }; done; }
-wait_port() { local i; for i in $(seq 100); do nc -z 127.0.0.1 "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
-field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 start_bg echo-srv "$LG" serve echo --lifetime "$MAX_SECS"
 ECHO=$(first_line echo-srv)

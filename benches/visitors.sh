@@ -35,17 +35,9 @@ MAX_SECS=${MAX_SECS:-1800}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/vbench.XXXXXX)
-PIDS=()
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    [[ -n ${WATCHDOG:-} ]] && kill "$WATCHDOG" 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-( sleep "$MAX_SECS"; echo "visitors.sh: time limit reached" >&2; kill -TERM $$ ) >/dev/null &
-WATCHDOG=$!
+NAME=visitors.sh
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 log "building release binaries"
@@ -59,17 +51,6 @@ cp "$CARGO_TARGET_DIR/release/expose" "$WORK/new/vb-expose"
 cp "$CARGO_TARGET_DIR/release/loadgen" "$WORK/vb-loadgen"
 LG=$WORK/vb-loadgen
 
-start_bg() { local name=$1; shift
-    RUST_LOG=$BENCH_LOG "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    LAST_PID=$!; PIDS+=("$LAST_PID"); }
-first_line() { local i
-    for i in $(seq 100); do [[ -s $WORK/$1.out ]] && { head -n1 "$WORK/$1.out"; return 0; }; sleep 0.1; done
-    echo "visitors.sh: $1 printed no address" >&2; tail -n 20 "$WORK/$1.err" >&2; return 1; }
-free_port() { local p; while :; do p=$((20000 + RANDOM % 9000))
-    [[ -z $(ss -Hltn "( sport = :$p )" 2>/dev/null) ]] && { echo "$p"; return; }; done; }
-wait_port() { local i; for i in $(seq 100); do nc -z 127.0.0.1 "$1" 2>/dev/null && return 0; sleep 0.1; done
-    echo "visitors.sh: nothing listens on 127.0.0.1:$1" >&2; return 1; }
-field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 start_bg bench-srv "$LG" serve bench --lifetime "$MAX_SECS"
 BENCH=$(first_line bench-srv)
