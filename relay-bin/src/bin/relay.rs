@@ -148,10 +148,11 @@ struct Args {
     #[arg(long = "peer", env = "RELAY_PEERS", value_name = "ID=HOST:PORT", value_delimiter = ',', value_parser = server::parse_peer, requires = "relay_id")]
     peers: Vec<(u32, String)>,
     /// SO_SNDBUF of each public visitor socket: bytes (256KiB, 4MiB) or auto (kernel
-    /// auto-tuning). One visitor downloads at most about this much per round trip (256KiB:
-    /// 20 Mbit/s at 100 ms); auto lifts that, at more kernel memory per stalled visitor.
+    /// auto-tuning). A fixed size caps one visitor's download at about this much per round
+    /// trip (256KiB: 20 Mbit/s at 100 ms); what a visitor that stops reading pins is bounded
+    /// either way (the unsent queue is kept short).
     #[arg(long, env = "RELAY_VISITOR_SEND_BUFFER", value_name = "SIZE", value_parser = relay_bin::parse_buffer_size,
-          default_value = "256KiB")]
+          default_value = "auto")]
     visitor_send_buffer: relay_bin::BufferSize,
 
     /// SO_RCVBUF of each public visitor socket: bytes or auto. One visitor uploads at most

@@ -21,14 +21,16 @@ use crate::protocol::{MAX_TUNNELS_PER_SESSION, MUX_MAX_STREAMS};
 use crate::splice::CHUNK;
 
 /// Default `SO_SNDBUF` of a public visitor socket ([`RelayConfig::visitor_send_buffer`]):
-/// 256 KiB, doubled by the kernel. It caps one visitor's download at about this much per round
-/// trip (20 Mbit/s at 100 ms, 200 Mbit/s at 10 ms): no limit for visitors near the relay, a
-/// hard one for visitors far away (see docs/benchmark.md, "WAN bulk"). Auto-tuning (`None`)
-/// lifts that cap, but measured with 64 visitors that stop reading it pinned about 1.4 MiB of
-/// kernel memory per visitor instead of about 0.5 MiB, so it is an operator's choice.
+/// `None`, auto-tuned by the kernel, so a visitor far from the relay downloads at the speed of
+/// its path (a fixed 256 KiB capped one visitor at about 512 KiB per round trip: 0.12x of
+/// direct at 40 ms). What a visitor that stops reading pins does not depend on it: its window
+/// closes, everything in flight is acknowledged into the visitor's own receive buffer, and
+/// [`NOTSENT_LOWAT`] keeps the unsent rest short. Measured on the relay's own sockets (`ss -m`),
+/// 32 stalled visitors held 156-176 KiB each with auto-tuning and the same with 256 KiB. A
+/// fixed size is for operators who want a hard cap per socket, in bytes in flight too.
 ///
 /// [`RelayConfig::visitor_send_buffer`]: super::RelayConfig::visitor_send_buffer
-pub const VISITOR_SEND_BUFFER: Option<usize> = Some(256 * 1024);
+pub const VISITOR_SEND_BUFFER: Option<usize> = None;
 
 /// Default `SO_RCVBUF` of a public visitor socket ([`RelayConfig::visitor_recv_buffer`]):
 /// `None`, auto-tuned by the kernel. The kernel grows it only as fast as the relay reads, so a

@@ -98,7 +98,7 @@ pub struct RelayConfig {
     /// `SO_SNDBUF` of public visitor sockets, in bytes ([`MIN_VISITOR_BUFFER`] to
     /// [`MAX_VISITOR_BUFFER`]); `None`: auto-tuned by the kernel. One visitor downloads at most
     /// about this much per round trip; a visitor that stops reading pins only the short unsent
-    /// queue either way. Default [`VISITOR_SEND_BUFFER`] (256 KiB).
+    /// queue either way. Default [`VISITOR_SEND_BUFFER`] (auto-tuned).
     pub visitor_send_buffer: Option<usize>,
     /// `SO_RCVBUF` of public visitor sockets, in bytes ([`MIN_VISITOR_BUFFER`] to
     /// [`MAX_VISITOR_BUFFER`]); `None`: auto-tuned by the kernel. One visitor uploads at most
