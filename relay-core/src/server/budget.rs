@@ -260,10 +260,14 @@ mod tests {
     #[test]
     fn figures_the_readme_quotes() {
         let b = Budget::new(crate::protocol::MAX_VISITORS_PER_TUNNEL);
-        assert_eq!(b.visitor_send_queue, 512 * 1024);
-        assert_eq!(b.visitor_kernel, 512 * 1024 + kernel_max_recv_buffer());
-        let auto = Budget::with_buffers(crate::protocol::MAX_VISITORS_PER_TUNNEL, None, None);
-        assert_eq!(auto.visitor_send_queue, 384 * 1024);
+        assert_eq!(b.visitor_send_queue, 384 * 1024);
+        assert_eq!(b.visitor_kernel, 384 * 1024 + kernel_max_recv_buffer());
+        let fixed = Budget::with_buffers(
+            crate::protocol::MAX_VISITORS_PER_TUNNEL,
+            Some(256 << 10),
+            None,
+        );
+        assert_eq!(fixed.visitor_send_queue, 512 * 1024);
         let k = 256 * 1024;
         let b = Budget::with_buffers(crate::protocol::MAX_VISITORS_PER_TUNNEL, Some(k), Some(k));
         assert_eq!(b.visitor_kernel, 1024 * 1024);
@@ -285,8 +289,8 @@ mod tests {
         assert!(share * worst <= pressure.unwrap() * 3 / 4);
         assert!((share + 1) * worst > pressure.unwrap() * 3 / 4);
         if kernel_default_recv_buffer() == 128 * 1024 {
-            assert_eq!(share, 1499);
-            assert_eq!(cap, 4 * 1499);
+            assert_eq!(share, 1799);
+            assert_eq!(cap, 4 * 1799);
         }
         assert_eq!(visitor_cap(None), FALLBACK_OPEN_VISITORS);
         assert_eq!(visitor_cap(Some(1)), CLIENTS_TO_FILL_VISITOR_CAP);
