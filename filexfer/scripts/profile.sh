@@ -12,7 +12,8 @@
 # strace  one transfer under `strace -f -c` per process: syscall counts and time.
 #
 # BIN=DIR uses the send, receive and relay binaries in DIR (default: this tree's release
-# build). The file lives on /dev/shm when there is one, so the disk is not measured.
+# build); BEFORE=DIR adds another build's binaries (its own relay) to the same rounds in cpu
+# mode. The file lives on /dev/shm when there is one, so the disk is not measured.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -43,12 +44,21 @@ head -c 1G /dev/urandom >"$WORK/big.bin"
 BYTES=$(stat -c %s "$WORK/big.bin")
 GIB=$(awk -v b="$BYTES" 'BEGIN { print b / 1073741824 }')
 
-"$BIN/relay" 127.0.0.1:0 2>"$WORK/relay.log" &
-RELAY_PID=$!
-PIDS+=("$RELAY_PID")
-for _ in $(seq 100); do grep -qs 'control=' "$WORK/relay.log" && break; sleep 0.05; done
-RELAY=$(grep -o 'control=[0-9.:]*' "$WORK/relay.log" | head -1 | cut -d= -f2)
-[ -n "$RELAY" ] || { echo "profile: the relay did not start" >&2; exit 1; }
+# start_relay BINDIR LOG: sets RELAY and RELAY_PID.
+start_relay() {
+    "$1/relay" 127.0.0.1:0 2>"$2" &
+    RELAY_PID=$!
+    PIDS+=("$RELAY_PID")
+    for _ in $(seq 100); do grep -qs 'control=' "$2" && break; sleep 0.05; done
+    RELAY=$(grep -o 'control=[0-9.:]*' "$2" | head -1 | cut -d= -f2)
+    [ -n "$RELAY" ] || { echo "profile: the relay in $1 did not start" >&2; exit 1; }
+}
+if [ -n "${BEFORE:-}" ]; then
+    start_relay "$BEFORE" "$WORK/relay-before.log"
+    OLD=("$BEFORE" "$RELAY" "$RELAY_PID")
+fi
+start_relay "$BIN" "$WORK/relay.log"
+NEW=("$BIN" "$RELAY" "$RELAY_PID")
 
 cpu_of() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.3f %.3f", $14 / t, $15 / t }' "/proc/$1/stat"; }
 free_port() {
@@ -57,8 +67,10 @@ free_port() {
 now() { date +%s.%N; }
 per_gib() { awk -v u="$1" -v s="$2" -v g="$GIB" 'BEGIN { printf "%.2f (user %.2f, sys %.2f)", (u + s) / g, u / g, s / g }'; }
 
-# ours WRAP_SEND WRAP_RECEIVE WRAP_RELAY: one transfer; prints per-process CPU per GiB.
+# ours [LABEL BINDIR RELAY RELAY_PID]: one transfer (profiled as MODE says); prints the
+# per-process CPU per GiB.
 ours() {
+    local label=${1:-ours} BIN=${2:-$BIN} RELAY=${3:-$RELAY} RELAY_PID=${4:-$RELAY_PID}
     local t0 t1 code sp r0 r1 wrap_relay=
     rm -rf "$WORK/out" "$WORK/code" "$WORK/send.cpu" "$WORK/receive.cpu"
     mkdir -p "$WORK/out"
@@ -93,7 +105,7 @@ ours() {
     read -r ru rs <"$WORK/receive.cpu"
     lu=$(awk -v a="${r0[0]}" -v b="${r1[0]}" 'BEGIN { print b - a }')
     ls=$(awk -v a="${r0[1]}" -v b="${r1[1]}" 'BEGIN { print b - a }')
-    echo "  ours: $(awk -v b="$BYTES" -v a="$t0" -v c="$t1" 'BEGIN { printf "%.0f", b / (c - a) / 1e6 }') MB/s;" \
+    echo "  $label: $(awk -v b="$BYTES" -v a="$t0" -v c="$t1" 'BEGIN { printf "%.0f", b / (c - a) / 1e6 }') MB/s;" \
         "CPU s/GiB: sender $(per_gib "$su" "$ss"), relay $(per_gib "$lu" "$ls")," \
         "receiver $(per_gib "$ru" "$rs"); all $(awk -v a="$su" -v b="$ss" -v c="$ru" -v d="$rs" -v e="$lu" -v f="$ls" -v g="$GIB" 'BEGIN { printf "%.2f", (a + b + c + d + e + f) / g }')"
 }
@@ -143,7 +155,8 @@ cpu)
     for round in $(seq 1 "$ROUNDS"); do
         echo "round $round"
         plain nc
-        ours
+        ours ours "${NEW[@]}"
+        [ -n "${BEFORE:-}" ] && ours before "${OLD[@]}"
         command -v socat >/dev/null && plain socat
     done
     ;;

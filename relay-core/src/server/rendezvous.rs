@@ -3,7 +3,9 @@
 //!
 //! The relay never sees the words of a code: peers prove knowledge of the full code to each other
 //! end to end, over the spliced bytes. Per transfer the relay holds at most one splice backlog
-//! per direction ([`crate::splice::CHUNK`] bytes each) and a small frame buffer before pairing.
+//! per direction ([`crate::splice::CHUNK`] bytes each) and a small frame buffer before pairing;
+//! between two plain TCP connections not even that: the kernel moves the bytes
+//! ([`crate::splice::splice_conns`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
