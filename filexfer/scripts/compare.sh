@@ -12,6 +12,8 @@
 # of 10,000 random files of 1-40 KiB (about 200 MiB) in 100 directories.
 #
 #   plain             nc | nc for the file, tar | nc | tar for the tree (no relay, no crypto)
+#   socat             the same with socat (issue #11's baseline; its defaults, but -t 0 so it
+#                     does not linger after the end), when installed
 #   send/receive      through our relay (release build), receiver writing to the same tmpfs
 #   magic-wormhole    Debian's `wormhole` with a local mailbox server (pip:
 #                     magic-wormhole-mailbox-server) and Debian's transit relay, both sides
@@ -157,6 +159,25 @@ transfer() {
         fi
         wait "$rp"
         ;;
+    socat)
+        local port
+        port=$(free_port)
+        local listen=TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr
+        if [ "$what" = file ]; then
+            timed socat -u -t 0 "$listen" "CREATE:$out/big.bin" &
+        else
+            (timed socat -u -t 0 "$listen" STDOUT | timed tar -C "$out" -xf -) &
+        fi
+        rp=$!
+        sleep 0.2
+        t1=$(now)
+        if [ "$what" = file ]; then
+            timed socat -u -t 0 "OPEN:$src" "TCP:127.0.0.1:$port"
+        else
+            timed tar -C "$WORK/src" -cf - tree | timed socat -u -t 0 STDIN "TCP:127.0.0.1:$port"
+        fi
+        wait "$rp"
+        ;;
     send | before)
         local dir=$BIN relay=$RELAY
         [ "$tool" = before ] && dir=$BEFORE relay=$RELAY_BEFORE
@@ -214,7 +235,9 @@ transfer() {
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-TOOLS=(plain send)
+TOOLS=(plain)
+command -v socat >/dev/null && TOOLS+=(socat)
+TOOLS+=(send)
 [ -n "${BEFORE:-}" ] && TOOLS+=(before)
 ((HAVE_WORMHOLE)) && command -v wormhole >/dev/null && TOOLS+=(wormhole)
 ((HAVE_WORMHOLE)) && [ "${WILLIAM:-0}" = 1 ] && command -v wormhole-william >/dev/null && TOOLS+=(william)
@@ -222,30 +245,35 @@ TOOLS=(plain send)
 echo "1 GiB file: $FILE_BYTES bytes; tree: 10,000 files, $TREE_BYTES bytes; $ROUNDS rounds; load $(cut -d' ' -f1-3 /proc/loadavg)"
 pick() { echo "$1" | tr ' ' '\n' | grep . || true; }
 for what in ${ONLY:-file tree}; do
-    declare -A RATES=() CODES=() RATIOS=() CPUS=() MEMS=()
+    declare -A RATES=() CODES=() RATIOS=() SRATIOS=() CPUS=() MEMS=()
     for round in $(seq 1 "$ROUNDS"); do
         plain_now=
+        socat_now=
         for tool in "${TOOLS[@]}"; do
             transfer "$tool" "$what"
             [ "$tool" = plain ] && plain_now=$RATE
+            [ "$tool" = socat ] && socat_now=$RATE
             ratio=$(awk -v r="$RATE" -v p="$plain_now" 'BEGIN { printf "%.2f", r / p }')
+            sratio=$(awk -v r="$RATE" -v p="${socat_now:-0}" 'BEGIN { if (p > 0) printf "%.2f", r / p }')
             RATES[$tool]+="$RATE "
             RATIOS[$tool]+="$ratio "
+            SRATIOS[$tool]+="${sratio:-} "
             CPUS[$tool]+="$CPU "
             CODES[$tool]+="${CODE_SECS:-} "
             MEMS[$tool]+="${MEM:-} "
-            echo "  round $round $what $tool: $RATE MB/s, ${ratio}x plain, CPU $CPU s/GiB${CODE_SECS:+, code after $CODE_SECS s}${MEM:+, relay +$MEM KiB}" >&2
+            echo "  round $round $what $tool: $RATE MB/s, ${ratio}x plain${sratio:+, ${sratio}x socat}, CPU $CPU s/GiB${CODE_SECS:+, code after $CODE_SECS s}${MEM:+, relay +$MEM KiB}" >&2
         done
     done
     for tool in "${TOOLS[@]}"; do
         code=-
         [ -n "$(pick "${CODES[$tool]}")" ] && code="$(pick "${CODES[$tool]}" | median) s"
         mem=
-        [ -n "$(pick "${MEMS[$tool]}")" ] && mem="  relay +$(pick "${MEMS[$tool]}" | median) KiB"
+        [ -n "$(pick "${SRATIOS[$tool]}")" ] && mem="  $(pick "${SRATIOS[$tool]}" | median) x socat"
+        [ -n "$(pick "${MEMS[$tool]}")" ] && mem+="  relay +$(pick "${MEMS[$tool]}" | median) KiB"
         printf '%-5s %-17s %6s MB/s  %5s x plain  CPU %5s s/GiB  code after %s%s\n' "$what" "$tool" \
             "$(pick "${RATES[$tool]}" | median)" "$(pick "${RATIOS[$tool]}" | median)" \
             "$(pick "${CPUS[$tool]}" | median)" "$code" "$mem"
     done
-    unset RATES CODES RATIOS CPUS MEMS
+    unset RATES CODES RATIOS SRATIOS CPUS MEMS
 done
 rm -rf "$WORK/out"

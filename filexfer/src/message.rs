@@ -9,8 +9,17 @@ use crate::names;
 pub const MAX_REASON_BYTES: usize = 1024;
 
 /// Version of the conversation after the key exchange (manifest, resume, per-file records).
-/// Version 1 was one file per transfer, without a hello record.
-pub const PROTOCOL: u16 = 2;
+/// Version 1 was one file per transfer, without a hello record. Version 3 adds the sender's
+/// [`Checkpoint`] records, which spare the receiver hashing what it receives (see
+/// [`SENDER_CHECKPOINTS`]); a version-2 peer gets none and hashes as before.
+pub const PROTOCOL: u16 = 3;
+
+/// First conversation version in which the sender sends a [`Checkpoint`] every
+/// [`crate::sink::CHECKPOINT`] bytes of a file, and the receiver hashes only files it resumes:
+/// a file it receives whole is authenticated record by record by the AEAD (the sender's own
+/// bytes, in order, none missing), so hashing it again checked nothing the relay could change,
+/// and the journal takes its prefix hashes from the sender's checkpoints.
+pub const SENDER_CHECKPOINTS: u16 = 3;
 
 /// Oldest conversation version this program still speaks.
 pub const MIN_PROTOCOL: u16 = 2;
@@ -204,6 +213,38 @@ impl FileEnd {
     }
 }
 
+/// The BLAKE3 of the first `offset` bytes of the current file, sent after the data record
+/// that ends at `offset` (conversation version 3 on): `offset u64 | BLAKE3 (32 bytes)`, the
+/// layout of [`FileEnd`]. The receiver journals it as a verified prefix for a later resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Bytes of the file it covers, from its start (a resumed prefix included).
+    pub offset: u64,
+    /// BLAKE3 of those bytes.
+    pub prefix: [u8; 32],
+}
+
+impl Checkpoint {
+    /// The record payload.
+    pub fn encode(&self) -> [u8; FileEnd::LEN] {
+        FileEnd {
+            len: self.offset,
+            blake3: self.prefix,
+        }
+        .encode()
+    }
+
+    /// Parses a payload.
+    pub fn decode(payload: &[u8]) -> Result<Checkpoint> {
+        let end = FileEnd::decode(payload)
+            .map_err(|_| Error::Protocol("malformed checkpoint record".into()))?;
+        Ok(Checkpoint {
+            offset: end.len,
+            prefix: end.blake3,
+        })
+    }
+}
+
 /// An abort reason as sent: UTF-8, cut to [`MAX_REASON_BYTES`].
 pub fn encode_reason(reason: &str) -> Vec<u8> {
     let mut end = reason.len().min(MAX_REASON_BYTES);
@@ -242,7 +283,7 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.contains("5-9 (release 5.0.0)")
-                && msg.contains(&format!("2-2 (release {RELEASE})")),
+                && msg.contains(&format!("2-3 (release {RELEASE})")),
             "{msg}"
         );
         assert!(Hello::decode(&[0, 2, 0]).is_err());

@@ -12,9 +12,10 @@ use std::path::Path;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::message::{FileEnd, FileStart, ResumeOffer};
+use crate::message::{Checkpoint, FileEnd, FileStart, ResumeOffer};
 use crate::names;
 use crate::record::{DATA_CHUNK, RecordBuf};
+use crate::sink::{FIRST_CHECKPOINT, next_checkpoint};
 use crate::source::{Identity, Origin, PIPELINE_DEPTH, Source, special_kind};
 
 /// How often (in bytes read) a file's identity is checked again while it is sent.
@@ -27,6 +28,8 @@ pub(crate) enum Chunk {
     Start(FileStart),
     /// The next payload, ready to seal.
     Data(RecordBuf),
+    /// The BLAKE3 of the current file's first bytes, after the data that ends there.
+    Checkpoint(Checkpoint),
     /// The current file is complete.
     End(FileEnd),
     /// Something to tell the user (e.g. a resume offer that did not match).
@@ -181,6 +184,7 @@ impl Thread {
         let mut last = None;
         let mut left = size - offset;
         let mut since_check = 0u64;
+        let mut next_check = FIRST_CHECKPOINT;
         while left > 0 {
             let mut buf = self.buffer()?;
             let want = usize::try_from(left).map_or(DATA_CHUNK, |l| l.min(DATA_CHUNK));
@@ -206,6 +210,14 @@ impl Thread {
                 self.send(Chunk::Start(start))?;
             }
             self.send(Chunk::Data(buf))?;
+            // The receiver journals these instead of hashing everything itself.
+            if size - left - offset >= next_check {
+                next_check = next_checkpoint(next_check);
+                self.send(Chunk::Checkpoint(Checkpoint {
+                    offset: size - left,
+                    prefix: hash.finalize().into(),
+                }))?;
+            }
         }
         // Nothing may follow the announced size, and nothing about the file may have moved.
         let mut probe = [0u8; 1];

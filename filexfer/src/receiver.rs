@@ -14,7 +14,7 @@ use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::handshake::Role;
 use crate::manifest::{Entry, EntryKind, MANIFEST_PAYLOAD, MAX_ENTRIES, Manifest, ManifestEnd};
-use crate::message::ResumeOffer;
+use crate::message::{ResumeOffer, SENDER_CHECKPOINTS};
 use crate::outdir::{prepare_dir, remove_created};
 use crate::progress::Progress;
 use crate::record::{Kind, RecordBuf, RecordReader, RecordWriter};
@@ -138,7 +138,8 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    transfer::greet(writer, reader, PEER).await?;
+    let version = transfer::greet(writer, reader, PEER).await?;
+    let checkpoints = version >= SENDER_CHECKPOINTS;
     let manifest = Arc::new(read_manifest(reader).await?);
     let first = manifest.entries[0].clone();
     debug!(
@@ -188,8 +189,9 @@ where
     let offered: HashMap<u32, u64> = plan.offers.iter().map(|o| (o.index, o.offset)).collect();
     progress.start(&first.path, manifest.files(), manifest.bytes());
 
-    let disk = spawn_writer(output, manifest.clone(), plan.kept);
-    let (output, resumed) = match pump(reader, disk, &manifest, &offered, progress).await {
+    let disk = spawn_writer(output, manifest.clone(), plan.kept, checkpoints);
+    let pumped = pump(reader, disk, &manifest, &offered, checkpoints, progress).await;
+    let (output, resumed) = match pumped {
         Ok(done) => done,
         Err((e, output)) => {
             if let Some(Output::Staging(staging)) = output {

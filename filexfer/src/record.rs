@@ -59,6 +59,9 @@ pub enum Kind {
     ManifestEnd = 5,
     /// Sender to receiver: data of one file follows ([`crate::message::FileStart`]).
     FileStart = 6,
+    /// Sender to receiver: a verified prefix of the current file
+    /// ([`crate::message::Checkpoint`]; conversation version 3 on).
+    Checkpoint = 7,
     /// Receiver to sender: go ahead (after any `Resume` records).
     Accept = 0x10,
     /// Receiver to sender: everything arrived complete, verified, and is in place.
@@ -80,6 +83,7 @@ impl Kind {
             4 => Kind::Complete,
             5 => Kind::ManifestEnd,
             6 => Kind::FileStart,
+            7 => Kind::Checkpoint,
             0x10 => Kind::Accept,
             0x11 => Kind::Done,
             0x12 => Kind::Resume,

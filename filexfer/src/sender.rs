@@ -13,7 +13,7 @@ use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::handshake::Role;
 use crate::manifest::{EntryKind, MANIFEST_PAYLOAD};
-use crate::message::{FileEnd, FileStart, ResumeOffer};
+use crate::message::{FileEnd, FileStart, ResumeOffer, SENDER_CHECKPOINTS};
 use crate::progress::Progress;
 use crate::reader::{Chunk, spawn_reader};
 use crate::record::{Kind, RecordBuf, RecordReader, RecordWriter};
@@ -135,7 +135,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    transfer::greet(writer, reader, PEER).await?;
+    let version = transfer::greet(writer, reader, PEER).await?;
     let manifest = source.manifest();
     for payload in manifest.encode() {
         send(
@@ -209,7 +209,7 @@ where
                 Err(e) => e,
             });
         }
-        sent = pump(writer, source, resume, progress) => sent?,
+        sent = pump(writer, source, resume, version, progress) => sent?,
     };
     debug!(
         sent,
@@ -307,6 +307,7 @@ async fn pump<W: AsyncWrite + Unpin>(
     writer: &mut RecordWriter<W>,
     source: Source,
     resume: HashMap<u32, ResumeOffer>,
+    version: u16,
     progress: &dyn Progress,
 ) -> Result<u64> {
     let entries: Vec<(String, Option<u64>)> = source
@@ -341,6 +342,10 @@ async fn pump<W: AsyncWrite + Unpin>(
             Chunk::Data(buf) => sent += data(writer, &file, buf, progress).await?,
             Chunk::Start(start) => start_file(writer, &entries, start, progress).await?,
             Chunk::End(end) => end_file(writer, end, progress).await?,
+            Chunk::Checkpoint(c) if version >= SENDER_CHECKPOINTS => {
+                queue(writer, Kind::Checkpoint, &c.encode()).await?;
+            }
+            Chunk::Checkpoint(_) => {}
             Chunk::Whole(start, buf, end) => {
                 start_file(writer, &entries, start, progress).await?;
                 if let Some(buf) = buf {

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result, is_disk_full};
 use crate::manifest::{Entry, Manifest};
-use crate::message::{FileEnd, FileStart};
+use crate::message::{Checkpoint, FileEnd, FileStart};
 use crate::names;
 use crate::record::{DATA_CHUNK, RecordBuf};
 use crate::source::PIPELINE_DEPTH;
@@ -25,6 +25,17 @@ use crate::staging::{Kept, Staging};
 /// A long file is checkpointed in the journal every this many bytes: what a `kill -9` can
 /// cost a resume at most.
 pub const CHECKPOINT: u64 = 16 * 1024 * 1024;
+
+/// The sender's first checkpoint in a file (conversation version 3 on), from where its data
+/// starts; the next ones double the distance up to [`CHECKPOINT`]. A receiver that does not
+/// hash can journal only what a checkpoint covers, so an interrupted transfer keeps at least
+/// half of what arrived (and all but [`CHECKPOINT`] at most).
+pub const FIRST_CHECKPOINT: u64 = 1024 * 1024;
+
+/// Where the sender's checkpoint after `at` (bytes from where its data started) falls.
+pub fn next_checkpoint(at: u64) -> u64 {
+    at.saturating_add(at.clamp(FIRST_CHECKPOINT, CHECKPOINT))
+}
 
 /// Where the writer thread puts what arrives.
 #[derive(Debug)]
@@ -45,6 +56,8 @@ pub(crate) enum ToDisk {
     Start(FileStart),
     /// An opened data record.
     Data(RecordBuf),
+    /// The sender's hash of the current file's prefix so far.
+    Checkpoint(Checkpoint),
     /// The sender's end of the current file.
     End(FileEnd),
 }
@@ -60,11 +73,15 @@ pub(crate) struct Writer {
     pub done: JoinHandle<Result<Output>>,
 }
 
-/// Starts writing into `output` on a blocking thread, continuing the prefixes in `kept`.
+/// Starts writing into `output` on a blocking thread, continuing the prefixes in `kept`. With
+/// `checkpoints` (a sender of conversation version 3 on) the journal takes the sender's
+/// checkpoints and only resumed files are hashed here; otherwise every file is hashed and
+/// checkpointed here.
 pub(crate) fn spawn_writer(
     output: Output,
     manifest: Arc<Manifest>,
     kept: HashMap<u32, Kept>,
+    checkpoints: bool,
 ) -> Writer {
     let (to_disk, mut incoming) = mpsc::unbounded_channel::<ToDisk>();
     let (free_tx, free) = mpsc::unbounded_channel();
@@ -76,6 +93,7 @@ pub(crate) fn spawn_writer(
             output,
             manifest,
             kept,
+            checkpoints,
             current: None,
         };
         let mut run = || {
@@ -88,11 +106,13 @@ pub(crate) fn spawn_writer(
                         let _ = free_tx.send(buf);
                         written?;
                     }
+                    ToDisk::Checkpoint(c) => thread.sender_checkpoint(&c)?,
                     ToDisk::End(end) => thread.end(end)?,
                 }
             }
             // The data stopped mid-file: what arrived was authenticated record by record, so
-            // it is a verified prefix worth keeping for a resume.
+            // it is a verified prefix worth keeping for a resume (up to the last checkpoint
+            // when the sender's checkpoints stand in for a hash of our own).
             thread.checkpoint()
         };
         match run() {
@@ -118,13 +138,17 @@ struct Current {
     file: Option<File>,
     written: u64,
     checkpointed: u64,
-    hasher: blake3::Hasher,
+    /// The hash of what the file holds so far; `None` when the sender's checkpoints and the
+    /// AEAD stand in for it (a file received whole from a version-3 sender).
+    hasher: Option<blake3::Hasher>,
 }
 
 struct Thread {
     output: Output,
     manifest: Arc<Manifest>,
     kept: HashMap<u32, Kept>,
+    /// The sender sends checkpoints (conversation version 3 on).
+    checkpoints: bool,
     current: Option<Current>,
 }
 
@@ -137,8 +161,9 @@ impl Thread {
         let index = start.index as usize;
         let kept = self.kept.remove(&start.index);
         let (hasher, written) = match kept {
-            Some(k) if k.offset == start.offset => (k.hasher, k.offset),
-            _ => (blake3::Hasher::new(), 0),
+            // A resumed file is hashed on, so its end checks the kept prefix too.
+            Some(k) if k.offset == start.offset => (Some(k.hasher), k.offset),
+            _ => ((!self.checkpoints).then(blake3::Hasher::new), 0),
         };
         let file = match &self.output {
             Output::Staging(staging) => {
@@ -174,7 +199,9 @@ impl Thread {
         let Some(cur) = self.current.as_mut() else {
             return Err(Error::Protocol("file data outside a file".into()));
         };
-        cur.hasher.update(data);
+        if let Some(hasher) = cur.hasher.as_mut() {
+            hasher.update(data);
+        }
         cur.written += data.len() as u64;
         match (&mut self.output, cur.file.as_mut()) {
             (Output::Staging(staging), Some(file)) => {
@@ -182,7 +209,7 @@ impl Thread {
                 if let Err(e) = file.write_all(data) {
                     return Err(write_error(&staging.path_of(rel)?, e));
                 }
-                if cur.written - cur.checkpointed >= CHECKPOINT {
+                if !self.checkpoints && cur.written - cur.checkpointed >= CHECKPOINT {
                     self.checkpoint()?;
                 }
             }
@@ -198,11 +225,50 @@ impl Thread {
         if let (Some(cur), Output::Staging(staging)) = (self.current.as_mut(), &mut self.output)
             && cur.file.is_some()
             && cur.written > cur.checkpointed
+            && let Some(hasher) = &cur.hasher
         {
             let entry = &self.manifest.entries[cur.index];
-            let prefix = cur.hasher.finalize().into();
+            let prefix = hasher.finalize().into();
             let size = entry.size.unwrap_or(u64::MAX);
             staging.checkpoint(&entry.path, cur.written, size, entry.mtime, &prefix)?;
+            cur.checkpointed = cur.written;
+        }
+        Ok(())
+    }
+
+    /// Journals the sender's hash of the prefix that arrived (checked against our own when
+    /// the file is hashed here).
+    fn sender_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let Some(cur) = self.current.as_mut() else {
+            return Err(Error::Protocol("a checkpoint outside a file".into()));
+        };
+        let entry = &self.manifest.entries[cur.index];
+        if checkpoint.offset != cur.written {
+            return Err(Error::Protocol(format!(
+                "{}: a checkpoint for {} bytes came after {}",
+                names::quote(&entry.path),
+                checkpoint.offset,
+                cur.written
+            )));
+        }
+        if let Some(hasher) = &cur.hasher
+            && <[u8; 32]>::from(hasher.finalize()) != checkpoint.prefix
+        {
+            return Err(Error::Corrupt(format!(
+                "the checksum of the first {} bytes of {} differs from the sender's",
+                checkpoint.offset,
+                names::quote(&entry.path)
+            )));
+        }
+        if let (Output::Staging(staging), Some(_)) = (&mut self.output, &cur.file) {
+            let size = entry.size.unwrap_or(u64::MAX);
+            staging.checkpoint(
+                &entry.path,
+                cur.written,
+                size,
+                entry.mtime,
+                &checkpoint.prefix,
+            )?;
             cur.checkpointed = cur.written;
         }
         Ok(())
@@ -221,7 +287,7 @@ impl Thread {
                 end.len
             )));
         }
-        let hash: [u8; 32] = cur.hasher.finalize().into();
+        let hash = cur.hasher.map_or(end.blake3, |h| h.finalize().into());
         if hash != end.blake3 {
             return Err(Error::Corrupt(format!(
                 "the checksum of {} differs from the sender's",

@@ -171,12 +171,14 @@ impl Staging {
             hex(prefix)
         );
         // One write of one line: a process killed around it leaves the line whole or absent.
-        self.journal
-            .write_all(line.as_bytes())
-            .map_err(|source| Error::Write {
-                path: shown(&self.root),
-                source,
-            })?;
+        self.journal.write_all(line.as_bytes()).map_err(|source| {
+            let path = shown(&self.root);
+            if crate::error::is_disk_full(&source) {
+                Error::DiskFull { path }
+            } else {
+                Error::Write { path, source }
+            }
+        })?;
         self.journaled = true;
         Ok(())
     }

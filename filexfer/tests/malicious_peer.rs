@@ -291,7 +291,7 @@ async fn a_peer_of_an_incompatible_version_is_named_with_both_versions() {
     let msg = err.to_string();
     assert!(
         msg.contains("the sender speaks file-transfer protocol 7-9 (release 9.1.0)")
-            && msg.contains("this program speaks 2-2 (release "),
+            && msg.contains("this program speaks 2-3 (release "),
         "{msg}"
     );
     assert_eq!(answer, Some(Kind::Abort), "the other side was not told");

@@ -17,6 +17,9 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+mod kernel;
+pub use kernel::splice_conns;
+
 /// Largest read a direction makes at once.
 pub const CHUNK: usize = 64 * 1024;
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::sink::CHECKPOINT;
 
 async fn read_all(source: Source, resume: HashMap<u32, ResumeOffer>) -> Vec<Result<Chunk>> {
     let mut reader = spawn_reader(source, resume);
@@ -18,8 +19,8 @@ async fn read_all(source: Source, resume: HashMap<u32, ResumeOffer>) -> Vec<Resu
 
 #[tokio::test]
 async fn the_reader_hashes_exactly_the_announced_bytes_and_resumes() {
-    // Several chunks, and one that fits in a single message (`Chunk::Whole`).
-    for len in [DATA_CHUNK * 2 + 17, 3000] {
+    // Several chunks, one that fits in a single message (`Chunk::Whole`), and checkpoints.
+    for len in [DATA_CHUNK * 2 + 17, 3000, 2 * CHECKPOINT as usize + 17] {
         reads_exactly(len).await;
     }
 }
@@ -48,6 +49,7 @@ async fn reads_exactly(len: usize) {
         let mut got = Vec::new();
         let mut start = None;
         let mut end = None;
+        let mut checkpoints = 0;
         for c in chunks {
             match c.expect("ok") {
                 Chunk::Start(s) => start = Some(s),
@@ -60,9 +62,23 @@ async fn reads_exactly(len: usize) {
                     }
                     end = Some(e);
                 }
+                Chunk::Checkpoint(c) => {
+                    // After exactly the data it covers, with the hash of the whole prefix.
+                    assert_eq!(c.offset, from + got.len() as u64);
+                    let prefix = <[u8; 32]>::from(blake3::hash(&data[..c.offset as usize]));
+                    assert!(c.prefix == prefix, "wrong checkpoint at {}", c.offset);
+                    checkpoints += 1;
+                }
                 Chunk::Note(_) | Chunk::Complete => {}
             }
         }
+        let expected = std::iter::successors(Some(FIRST_CHECKPOINT), |&c| Some(next_checkpoint(c)))
+            .take_while(|&c| c < len as u64 - from)
+            .count();
+        assert_eq!(
+            checkpoints, expected,
+            "checkpoints of {len} bytes from {from}"
+        );
         assert_eq!(start.expect("start").offset, from);
         assert!(got == data[from as usize..], "wrong bytes from {from}");
         let end = end.expect("end");

@@ -8,7 +8,7 @@ use tokio::io::AsyncRead;
 use super::PEER;
 use crate::error::{Error, Result};
 use crate::manifest::{Entry, Manifest};
-use crate::message::{FileEnd, FileStart};
+use crate::message::{Checkpoint, FileEnd, FileStart};
 use crate::progress::Progress;
 use crate::record::{Kind, RecordReader};
 use crate::sink::{Output, ToDisk};
@@ -23,6 +23,7 @@ pub(super) async fn pump<R: AsyncRead + Unpin>(
     mut disk: crate::sink::Writer,
     manifest: &Manifest,
     offered: &HashMap<u32, u64>,
+    checkpoints: bool,
     progress: &dyn Progress,
 ) -> std::result::Result<(Output, u64), (Error, Option<Output>)> {
     let mut next_index = 0usize;
@@ -83,6 +84,14 @@ pub(super) async fn pump<R: AsyncRead + Unpin>(
                     current = Some((index, entry.size.map(|s| s - start.offset)));
                     progress.file(&entry.path, entry.size, start.offset);
                     ToDisk::Start(start)
+                }
+                Some(Kind::Checkpoint) if checkpoints => {
+                    let checkpoint = Checkpoint::decode(b.payload())?;
+                    buf = Some(b);
+                    if current.is_none() {
+                        return Err(Error::Protocol("a checkpoint outside a file".into()));
+                    }
+                    ToDisk::Checkpoint(checkpoint)
                 }
                 Some(Kind::FileEnd) => {
                     let end = FileEnd::decode(b.payload())?;

@@ -3,7 +3,9 @@
 //!
 //! The relay never sees the words of a code: peers prove knowledge of the full code to each other
 //! end to end, over the spliced bytes. Per transfer the relay holds at most one splice backlog
-//! per direction ([`crate::splice::CHUNK`] bytes each) and a small frame buffer before pairing.
+//! per direction ([`crate::splice::CHUNK`] bytes each) and a small frame buffer before pairing;
+//! between two plain TCP connections not even that: the kernel moves the bytes
+//! ([`crate::splice::splice_conns`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +26,7 @@ use crate::frame::FramedConn;
 use crate::liveness::{Beat, Liveness};
 use crate::net::reset_on_close;
 use crate::protocol::{ErrorCode, OfferEvent, Reply, SenderMessage, nameplate};
-use crate::splice::{Meter, splice};
+use crate::splice::{Meter, splice_conns};
 use crate::transport::Conn;
 
 /// A receiver on its way to the offer it claimed (which may run on another worker thread).
@@ -246,7 +248,7 @@ async fn transfer(
     meter.record(sender_early.len() as u64, receiver_early.len() as u64);
     debug!(early_bytes = sender_early.len(), "paired; splicing");
     let result = tokio::select! {
-        r = splice(&mut sender, &mut receiver, meter) => r,
+        r = splice_conns(&mut sender, &mut receiver, meter) => r,
         // A transfer under way may finish during the relay's drain, not after it.
         () = shared.hard_stop.cancelled() => Err(std::io::Error::other("relay shut down before the transfer finished")),
     };
