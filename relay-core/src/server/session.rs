@@ -339,7 +339,7 @@ async fn heartbeats(
 }
 
 /// The client only ever opens the control stream; anything more is reset.
-async fn reject_extra_streams(inbound: &mut tokio::sync::mpsc::Receiver<Substream>) -> SessionEnd {
+async fn reject_extra_streams(inbound: &mut mux::Inbound) -> SessionEnd {
     while let Some(stream) = inbound.recv().await {
         debug!(
             stream = stream.id(),
