@@ -26,14 +26,12 @@ const PAGE_OF_ITS_OWN: usize = 1024 * 1024;
 /// Starts the purging thread for the life of the process. If no thread can be started, memory
 /// is still returned whenever the relay frees pages on its own.
 pub fn start_purging() {
-    let started = std::thread::Builder::new()
-        .name("purge".into())
-        .spawn(|| {
-            loop {
-                std::thread::sleep(PURGE_TICK);
-                free_a_page();
-            }
-        });
+    let started = std::thread::Builder::new().name("purge".into()).spawn(|| {
+        loop {
+            std::thread::sleep(PURGE_TICK);
+            free_a_page();
+        }
+    });
     if let Err(e) = started {
         tracing::debug!(error = %e, "no purging thread; freed memory returns more slowly");
     }

@@ -29,8 +29,8 @@ mod inbound;
 mod session_io;
 mod substream;
 
-use inbound::Offer;
 pub use inbound::Inbound;
+use inbound::Offer;
 use session_io::SessionIo;
 use substream::StreamFactory;
 pub use substream::Substream;

@@ -427,7 +427,9 @@ async fn handle_connection(
     match hello {
         Hello::Tunnel { tunnels } => session::run(client, tunnels, shared, shutdown).await,
         Hello::Send => Box::pin(rendezvous::offer(client, shared, shutdown)).await,
-        Hello::Receive { nameplate } => Box::pin(rendezvous::claim(client, nameplate, shared)).await,
+        Hello::Receive { nameplate } => {
+            Box::pin(rendezvous::claim(client, nameplate, shared)).await
+        }
     }
 }
 
