@@ -9,7 +9,9 @@
 #
 # Release binaries (built first: cargo build --release -p relay-bin -p relay-benches). Loopback
 # only; every wait is bounded; only the processes this script started are stopped, by their ids.
-# Prints one `sessions ...` line of key=value figures (KiB, seconds).
+# Prints one `sessions ...` line of key=value figures (KiB, seconds): resident memory per session
+# at each step, CPU per heartbeat interval at the top step, and how much of the sessions'
+# memory the relay handed back once they all closed (`returned_pct`, of the top step's growth).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -97,6 +99,7 @@ for n in "${steps[@]}"; do
         sleep $((iv * CPU_INTERVALS))
         after=$(cpu_ticks)
         out+=" cpu_s_per_heartbeat_${n}=$(echo "scale=3; ($after - $before) / $ticks / $CPU_INTERVALS" | bc)"
+        out+=" cpu_us_per_session_heartbeat=$(echo "scale=1; ($after - $before) * 1000000 / $ticks / $CPU_INTERVALS / $n" | bc)"
     fi
     kill -USR1 "$load"
 done
@@ -107,6 +110,7 @@ load=""
 deadline=$((SECONDS + 30))
 while (( SECONDS < deadline )) && (( $(grep -c "session closed" "$work/relay.log") < top )); do sleep 0.5; done
 sleep "$SETTLE"
-out+=" rss_after_close_kib=$(rss) $(grep -o 'heartbeats=[0-9]* failed=[0-9]*' "$work/load.out")"
+closed_rss=$(rss)
+out+=" rss_after_close_kib=$closed_rss returned_pct=$(( (r - closed_rss) * 100 / (r - idle) )) $(grep -o 'heartbeats=[0-9]* failed=[0-9]*' "$work/load.out")"
 out+=" errors=$(grep -o 'errors=[0-9]*' "$work/load.out" | tail -1 | cut -d= -f2)"
 echo "$out"

@@ -16,6 +16,7 @@ pub mod expose_config;
 pub mod local;
 pub mod metrics_http;
 pub mod proxy_header;
+pub mod purge;
 pub mod tls;
 pub mod tokens;
 pub mod tunnel_args;

@@ -171,6 +171,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging("info");
+    relay_bin::purge::start_purging();
     // The main thread runs a single-threaded runtime that is also worker 0 (see `Workers`), so
     // `--threads N` means N threads in all; a separate pool just for accepting and signals
     // would sit idle beside the workers.

@@ -25,9 +25,12 @@ use yamux::{Connection, ConnectionError, Mode};
 use crate::ending::SessionEnd;
 use crate::protocol::MUX_MAX_STREAMS;
 
+mod inbound;
 mod session_io;
 mod substream;
 
+pub use inbound::Inbound;
+use inbound::Offer;
 use session_io::SessionIo;
 use substream::StreamFactory;
 pub use substream::Substream;
@@ -117,7 +120,7 @@ pub struct Mux {
     /// Streams the peer opened, at most `inbound_backlog` waiting. The driver never waits for
     /// room (that would stall every stream): a stream that finds the queue full is reset, like
     /// a connection that finds a full listen backlog.
-    pub inbound: mpsc::Receiver<Substream>,
+    pub inbound: Inbound,
     /// Runs the connection until it ends or `shutdown` is cancelled; resolves to why it ended
     /// ([`SessionEnd::Closed`] when `shutdown` ended it).
     pub driver: BoxFuture<'static, SessionEnd>,
@@ -141,8 +144,8 @@ pub fn start<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (inbound_tx, inbound) = mpsc::channel(inbound_backlog.max(1));
-    let (handle, driver) = start_into(io, early, role, inbound_tx, shutdown);
+    let (inbound_tx, inbound) = Inbound::channel(inbound_backlog);
+    let (handle, driver) = start_with(io, early, role, inbound_tx, shutdown);
     Mux {
         handle,
         inbound,
@@ -162,6 +165,20 @@ pub fn start_into<T>(
 ) -> (MuxHandle, BoxFuture<'static, SessionEnd>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    start_with(io, early, role, inbound, shutdown)
+}
+
+fn start_with<T, I>(
+    io: T,
+    early: &[u8],
+    role: Role,
+    inbound: I,
+    shutdown: CancellationToken,
+) -> (MuxHandle, BoxFuture<'static, SessionEnd>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: Offer,
 {
     let mode = match role {
         Role::Dialer => Mode::Client,
@@ -201,12 +218,12 @@ struct Signals {
     flush_owed: Arc<AtomicBool>,
 }
 
-async fn drive<T>(
+async fn drive<T, I: Offer>(
     mut conn: Connection<Compat<SessionIo<T>>>,
     streams: StreamFactory,
     signals: Signals,
     mut requests: mpsc::Receiver<OpenReply>,
-    inbound: mpsc::Sender<Substream>,
+    inbound: I,
     shutdown: CancellationToken,
     closed: CancellationToken,
 ) -> SessionEnd
@@ -243,14 +260,14 @@ where
     }
 }
 
-fn poll_driver<T>(
+fn poll_driver<T, I: Offer>(
     cx: &mut Context<'_>,
     conn: &mut Connection<Compat<SessionIo<T>>>,
     streams: &StreamFactory,
     flush_owed: &AtomicBool,
     requests: &mut mpsc::Receiver<OpenReply>,
     waiting: &mut Option<OpenReply>,
-    inbound: &mpsc::Sender<Substream>,
+    inbound: &I,
 ) -> Poll<Result<(), ConnectionError>>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -262,7 +279,7 @@ where
             match conn.poll_next_inbound(cx) {
                 Poll::Ready(Some(Ok(stream))) => {
                     // Full or gone: dropping the stream resets it.
-                    let _ = inbound.try_send(streams.wrap(stream));
+                    inbound.offer(streams.wrap(stream));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),

@@ -32,6 +32,8 @@ mod refusals;
 mod rendezvous;
 mod session;
 mod strikes;
+#[cfg(test)]
+mod task_size;
 mod usage;
 mod visitor;
 
@@ -331,6 +333,12 @@ impl RelayServer {
     }
 }
 
+/// Serves one connection from its first byte to its end.
+///
+/// Every stage but the tunnel session runs boxed: the task's future is as large as its largest
+/// stage, and a tunnel session may stay idle for days, while the TLS opening and the token
+/// check are over in a moment. Inline, they kept every idle session's task at 7 KiB of heap;
+/// boxed, they cost one short-lived allocation per connection (docs/benchmark.md).
 async fn handle_connection(
     mut sock: TcpStream,
     peer: SocketAddr,
@@ -348,13 +356,13 @@ async fn handle_connection(
         true => {
             let origin = tokio::select! {
                 () = shutdown.cancelled() => return,
-                origin = tokio::time::timeout_at(deadline, proxied::read_header(&mut sock)) => origin,
+                origin = tokio::time::timeout_at(deadline, Box::pin(proxied::read_header(&mut sock))) => origin,
             };
             match proxy_gate::behind_proxy(origin, peer, &shared, &mut handshake_permit) {
                 Ok(Some(real)) => real,
                 Ok(None) => return,
                 Err(refused) => {
-                    let answer = refuse(&mut sock, refused.code, refused.message);
+                    let answer = Box::pin(refuse(&mut sock, refused.code, refused.message));
                     let _ = tokio::time::timeout(config.handshake_timeout, answer).await;
                     return;
                 }
@@ -363,7 +371,7 @@ async fn handle_connection(
     };
     let opened = tokio::select! {
         () = shutdown.cancelled() => return,
-        opened = tokio::time::timeout_at(deadline, opening::open(sock, config, &shared.refusals)) => opened,
+        opened = tokio::time::timeout_at(deadline, Box::pin(opening::open(sock, config, &shared.refusals))) => opened,
     };
     let conn = match opened {
         Ok(Some(conn)) => conn,
@@ -390,7 +398,7 @@ async fn handle_connection(
             log_rejection(&rejection);
             let _ = tokio::time::timeout(
                 config.handshake_timeout,
-                answer_rejection(conn.get_mut(), &rejection),
+                Box::pin(answer_rejection(conn.get_mut(), &rejection)),
             )
             .await;
             return;
@@ -399,14 +407,14 @@ async fn handle_connection(
     };
     tracing::Span::current().record("tls", tls);
     let client = Client::new(conn, peer);
-    let checked = admission::check_token(
+    let checked = Box::pin(admission::check_token(
         client,
         &hello_bytes,
         deadline,
         &shared,
         &mut handshake_permit,
         &shutdown,
-    );
+    ));
     let Some(client) = checked.await else {
         return;
     };
@@ -414,12 +422,14 @@ async fn handle_connection(
     // Held (the address's session or offer slot) for as long as the client is served.
     let _admitted = match admission::admit(&client, &hello, &shared) {
         Ok(admitted) => admitted,
-        Err(refused) => return refused.answer(client, &shared.refusals).await,
+        Err(refused) => return Box::pin(refused.answer(client, &shared.refusals)).await,
     };
     match hello {
         Hello::Tunnel { tunnels } => session::run(client, tunnels, shared, shutdown).await,
-        Hello::Send => rendezvous::offer(client, shared, shutdown).await,
-        Hello::Receive { nameplate } => rendezvous::claim(client, nameplate, shared).await,
+        Hello::Send => Box::pin(rendezvous::offer(client, shared, shutdown)).await,
+        Hello::Receive { nameplate } => {
+            Box::pin(rendezvous::claim(client, nameplate, shared)).await
+        }
     }
 }
 

@@ -50,6 +50,10 @@ pub(super) struct Tunnel {
 }
 
 /// Serves one tunnel client from its hello to the end of its connection.
+///
+/// Its future lives inside the connection's task for as long as the session does: the steps
+/// before the session proper (refusals, leases, the welcome) run boxed, so that an idle
+/// session's task holds only what serving it needs.
 pub(super) async fn run(
     mut client: Client,
     requests: Vec<TunnelRequest>,
@@ -59,7 +63,7 @@ pub(super) async fn run(
     let config = &shared.config;
     if requests.is_empty() || requests.len() > MAX_TUNNELS_PER_SESSION {
         let msg = format!("ask for 1 to {MAX_TUNNELS_PER_SESSION} tunnels per connection");
-        client.refuse(ErrorCode::BadRequest, msg).await;
+        Box::pin(client.refuse(ErrorCode::BadRequest, msg)).await;
         return;
     }
     let Ok(_session_permit) = shared.sessions.clone().try_acquire_owned() else {
@@ -73,7 +77,7 @@ pub(super) async fn run(
             "relay is full ({} sessions); try again later",
             config.max_sessions
         );
-        client.refuse(ErrorCode::Busy, msg).await;
+        Box::pin(client.refuse(ErrorCode::Busy, msg)).await;
         return;
     };
     // Cancelled when the session ends for any reason, or when a reconnecting owner of its
@@ -83,12 +87,11 @@ pub(super) async fn run(
     let granted = shared
         .leases
         .grant(&shared.ports, &requests, &session, &charger);
-    let ports = match granted.await {
+    let ports = match Box::pin(granted).await {
         Ok(ports) => ports,
         Err(shortfall) => {
-            return admission::shortfall(shortfall)
-                .answer(client, &shared.refusals)
-                .await;
+            let answer = admission::shortfall(shortfall).answer(client, &shared.refusals);
+            return Box::pin(answer).await;
         }
     };
     let leasing = !config.lease_ttl.is_zero();
@@ -101,7 +104,8 @@ pub(super) async fn run(
         heartbeat_interval_ms: config.heartbeat_interval_ms(),
         lease_ttl_ms: config.lease_ttl_ms(),
     });
-    let sent = tokio::time::timeout(config.handshake_timeout, client.reply(&welcome)).await;
+    let reply = Box::pin(client.reply(&welcome));
+    let sent = tokio::time::timeout(config.handshake_timeout, reply).await;
     if !matches!(sent, Ok(Ok(()))) {
         debug!("client left before its welcome");
         shared
@@ -175,6 +179,9 @@ async fn serve(
     super::budget::tune_session_socket(sock.tcp());
     // The client opens only its control stream; a small queue is plenty.
     let mut mux = mux::start(sock, &early, Role::Acceptor, 4, session.clone());
+    // The multiplexer copied them; kept, they would pin the handshake's 2 KiB read buffer
+    // for the session's whole life.
+    drop(early);
     let driver = mux.driver;
     let mut driver = shared
         .tasks
@@ -339,7 +346,7 @@ async fn heartbeats(
 }
 
 /// The client only ever opens the control stream; anything more is reset.
-async fn reject_extra_streams(inbound: &mut tokio::sync::mpsc::Receiver<Substream>) -> SessionEnd {
+async fn reject_extra_streams(inbound: &mut mux::Inbound) -> SessionEnd {
     while let Some(stream) = inbound.recv().await {
         debug!(
             stream = stream.id(),
