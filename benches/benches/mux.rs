@@ -1,8 +1,8 @@
 //! The multiplexer alone: yamux (configured exactly as relay-core configures it) over one real
 //! loopback TCP connection, against the same bytes over plain TCP connections, 1, 16 and 64
 //! streams, both directions. The substreams are opened by the acceptor, as the relay opens
-//! visitors. 64 busy streams could queue far more than the session's send queue cap
-//! (`mux::SEND_QUEUE_LIMIT`), so that row shows what the cap costs or saves.
+//! visitors. The 64-stream row is where the sending side's CPU per byte grows (see
+//! docs/benchmark.md, "Many visitors on one session").
 //!
 //! Connections and substreams stay open across iterations, so only the transfer is timed.
 

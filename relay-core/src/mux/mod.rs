@@ -25,12 +25,9 @@ use yamux::{Connection, ConnectionError, Mode};
 use crate::ending::SessionEnd;
 use crate::protocol::MUX_MAX_STREAMS;
 
-mod send_queue;
 mod session_io;
 mod substream;
 
-pub use send_queue::SEND_QUEUE_LIMIT;
-use send_queue::SendQueue;
 use session_io::SessionIo;
 use substream::StreamFactory;
 pub use substream::Substream;
@@ -173,13 +170,11 @@ where
     let lost = Arc::new(AtomicBool::new(false));
     let goaway = Arc::new(AtomicBool::new(false));
     let flush_owed = Arc::new(AtomicBool::new(false));
-    let queue = Arc::new(SendQueue::default());
-    let io = SessionIo::watched(io, lost.clone(), goaway.clone(), flush_owed.clone(), early)
-        .draining(queue.clone());
+    let io = SessionIo::watched(io, lost.clone(), goaway.clone(), flush_owed.clone(), early);
     let conn = Connection::new(io.compat(), yamux_config(), mode);
     let (open_tx, open_rx) = mpsc::channel(64);
     let closed = CancellationToken::new();
-    let streams = StreamFactory { lost, queue };
+    let streams = StreamFactory { lost };
     let signals = Signals { goaway, flush_owed };
     let driver = drive(
         conn,
@@ -232,7 +227,6 @@ where
     };
     // Whatever ended the connection, streams that end from now on were cut, not finished.
     streams.lost.store(true, Ordering::Release);
-    streams.queue.close();
     let said_goodbye = signals.goaway.load(Ordering::Acquire);
     if outcome.is_none() || said_goodbye {
         // Tell the peer we are going (GoAway) and flush what is queued: best effort.

@@ -20,8 +20,6 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::send_queue::SendQueue;
-
 /// Size of the read buffer; reads at least this large bypass it.
 const READ_BUFFER: usize = 64 * 1024;
 /// A write buffer with more room than this is handed back once empty; smaller ones are kept,
@@ -88,12 +86,6 @@ impl<T> SessionIo<T> {
             deferred: false,
             flush_owed,
         }
-    }
-
-    /// Tells `queue` about every data byte taken from yamux.
-    pub(super) fn draining(mut self, queue: Arc<SendQueue>) -> Self {
-        self.written.drained = Some(queue);
-        self
     }
 
     fn watch<R>(
@@ -248,7 +240,6 @@ struct FrameWatch {
     have: usize,
     body_left: usize,
     goaway: Arc<AtomicBool>,
-    drained: Option<Arc<SendQueue>>,
 }
 
 /// yamux frame header: version, type, flags (2), stream id (4), length (4).
@@ -262,9 +253,6 @@ impl FrameWatch {
             if self.body_left > 0 {
                 let n = self.body_left.min(bytes.len());
                 self.body_left -= n;
-                if let Some(queue) = &self.drained {
-                    queue.sent(n);
-                }
                 bytes = &bytes[n..];
                 continue;
             }

@@ -9,13 +9,10 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
-use super::send_queue::SendQueue;
-
 /// Hands out [`Substream`]s that know whether their connection was lost.
 #[derive(Debug)]
 pub(super) struct StreamFactory {
     pub(super) lost: Arc<AtomicBool>,
-    pub(super) queue: Arc<SendQueue>,
 }
 
 impl StreamFactory {
@@ -24,7 +21,6 @@ impl StreamFactory {
             inner: stream.compat(),
             we_closed: false,
             lost: self.lost.clone(),
-            queue: self.queue.clone(),
         }
     }
 }
@@ -38,8 +34,6 @@ pub struct Substream {
     inner: Compat<yamux::Stream>,
     we_closed: bool,
     lost: Arc<AtomicBool>,
-    /// The session's queue towards the socket: a write waits while it is full.
-    queue: Arc<SendQueue>,
 }
 
 impl Substream {
@@ -78,12 +72,7 @@ impl AsyncWrite for Substream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if !self.queue.poll_room(cx) {
-            return Poll::Pending;
-        }
-        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
-        self.queue.queued(n);
-        Poll::Ready(Ok(n))
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
