@@ -20,10 +20,8 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Size of the read buffer.
+/// Size of the read buffer; reads at least this large bypass it.
 const READ_BUFFER: usize = 64 * 1024;
-/// Reads at least this large bypass the read buffer.
-const DIRECT_READ: usize = 16 * 1024;
 /// A write buffer with more room than this is handed back once empty; smaller ones are kept,
 /// so steady small traffic does not reallocate.
 const GATHER_KEEP: usize = 64 * 1024;
@@ -48,8 +46,6 @@ pub(super) struct SessionIo<T> {
     written: FrameWatch,
     /// Bytes read from the socket and not yet taken by yamux; no capacity while idle.
     read_buf: BytesMut,
-    /// The last read was a large one (a frame body): the next header is read on its own.
-    after_large: bool,
     gathered: Vec<u8>,
     gathered_pos: usize,
     /// Bytes were gathered since the last flush: the next flush is deferred, so a burst of
@@ -85,7 +81,6 @@ impl<T> SessionIo<T> {
                 ..FrameWatch::default()
             },
             read_buf: BytesMut::from(early),
-            after_large: false,
             gathered: Vec::new(),
             gathered_pos: 0,
             deferred: false,
@@ -146,18 +141,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for SessionIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let large = buf.remaining() >= DIRECT_READ;
         if this.read_buf.is_empty() {
-            // A large body goes straight into yamux's buffer; so does the header after one,
-            // read alone, or the buffered read would pull the next body in with it and yamux
-            // would copy it out again (a copy of every byte on a busy session).
-            if large || (this.after_large && buf.remaining() <= FRAME_HEADER) {
+            if buf.remaining() >= READ_BUFFER {
                 let before = buf.filled().len();
                 let result = Pin::new(&mut this.inner).poll_read(cx, buf);
                 let eof = buf.filled().len() == before;
-                if result.is_ready() {
-                    this.after_large = large;
-                }
                 return this.watch(result, |_| eof);
             }
             // Reuses the allocation in place when it is still here (nothing else holds it).
@@ -177,7 +165,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for SessionIo<T> {
         let n = buf.remaining().min(this.read_buf.len());
         buf.put_slice(&this.read_buf[..n]);
         this.read_buf.advance(n);
-        this.after_large = large;
         Poll::Ready(Ok(()))
     }
 }
