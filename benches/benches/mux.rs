@@ -1,6 +1,8 @@
 //! The multiplexer alone: yamux (configured exactly as relay-core configures it) over one real
-//! loopback TCP connection, against the same bytes over plain TCP connections, 1 and 16 streams,
-//! both directions. The substreams are opened by the acceptor, as the relay opens visitors.
+//! loopback TCP connection, against the same bytes over plain TCP connections, 1, 16 and 64
+//! streams, both directions. The substreams are opened by the acceptor, as the relay opens
+//! visitors. The 64-stream row is where the sending side's CPU per byte grows (see
+//! docs/benchmark.md, "Many visitors on one session").
 //!
 //! Connections and substreams stay open across iterations, so only the transfer is timed.
 
@@ -19,7 +21,7 @@ fn mux(c: &mut Criterion) {
         .block_on(TcpServer::start(Service::Bench))
         .expect("tcp server");
     let pair = rt.block_on(MuxPair::start()).expect("yamux pair");
-    for streams in [1usize, 16] {
+    for streams in [1usize, 16, 64] {
         for dir in [Direction::Upload, Direction::Download] {
             let mut g = c.benchmark_group(format!("mux/{streams}_streams/{}", dir.name()));
             g.throughput(Throughput::Bytes(BYTES_PER_ITER));
