@@ -12,7 +12,11 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-( sleep "$MAX_SECS"; echo "$NAME: time limit reached" >&2; kill -TERM $$ ) >/dev/null &
+# The watchdog's sleep is killed with it: left behind, it kept the caller's stderr open, so
+# `script 2>&1 | tail` waited for MAX_SECS after the script had finished.
+( trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+  sleep "$MAX_SECS" & nap=$!; wait "$nap"
+  echo "$NAME: time limit reached" >&2; kill -TERM $$ ) >/dev/null &
 WATCHDOG=$!
 
 # start_bg NAME CMD...: runs CMD in the background, output in $WORK/NAME.{out,err}.
