@@ -30,6 +30,7 @@ mod proxy_gate;
 mod public;
 mod refusals;
 mod rendezvous;
+mod resets;
 mod session;
 mod strikes;
 mod usage;
@@ -379,7 +380,7 @@ async fn handle_connection(
         () = shutdown.cancelled() => return,
         hello = tokio::time::timeout_at(deadline, read_hello(&mut conn)) => hello,
     };
-    let (hello, hello_bytes) = match hello {
+    let (hello, hello_bytes, version) = match hello {
         Err(_) => {
             shared.metrics.handshake_failed("timeout");
             debug!(timeout = ?config.handshake_timeout, "handshake timed out; closing");
@@ -398,7 +399,7 @@ async fn handle_connection(
         Ok(Ok(hello)) => hello,
     };
     tracing::Span::current().record("tls", tls);
-    let client = Client::new(conn, peer);
+    let client = Client::new(conn, peer, version);
     let checked = admission::check_token(
         client,
         &hello_bytes,
