@@ -164,6 +164,15 @@ async fn read_reply(conn: &mut FramedConn<Conn>) -> Result<Reply> {
             "the server at that address is not a relay".into(),
         )),
         Some(v) if v != PROTOCOL_VERSION => {
+            // A relay that refuses before it has read our preface (busy, TLS required) answers
+            // in the oldest version it serves; `Reply::Error` reads the same in every version,
+            // and its code is what counts.
+            match conn.read_frame().await {
+                Ok(Reply::Error { code, message }) if code != ErrorCode::VersionMismatch => {
+                    return Err(Error::Rejected { code, message });
+                }
+                _ => {}
+            }
             // The relay's own explanation (`Reply::Error` reads the same in every version)
             // names the two versions too, but not what to do about it.
             let advice = if v < PROTOCOL_VERSION {

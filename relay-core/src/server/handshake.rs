@@ -239,14 +239,22 @@ pub(crate) async fn answer_rejection<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Sends the relay's preface and an error reply; failures are ignored since the connection is
-/// being closed either way.
+/// Sends a preface and an error reply to a client whose version is not known (yet); failures
+/// are ignored since the connection is being closed either way.
 pub(crate) async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     code: ErrorCode,
     message: String,
 ) {
-    let _ = codec::write_preface_and_frame(s, &Reply::Error { code, message }).await;
+    // A version mismatch goes out in our version, so the client learns which one we speak.
+    // Anything else (busy, TLS required) in the oldest version served: clients of that version
+    // then act on the code, and newer ones read an error behind an older preface for what it is.
+    let version = match code {
+        ErrorCode::VersionMismatch => PROTOCOL_VERSION,
+        _ => OLDEST_PROTOCOL_VERSION,
+    };
+    let reply = Reply::Error { code, message };
+    let _ = codec::write_versioned_preface_and_frame(s, version, &reply).await;
     linger_close(s).await;
 }
 
