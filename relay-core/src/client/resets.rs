@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::protocol::ClientControl;
+use crate::protocol::{ClientControl, MUX_MAX_STREAMS};
 use crate::reset::{ResetSignal, Side};
 
 /// Every session of one client that may reset, or be told of resets, by connection.
@@ -60,14 +60,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Resets {
-    /// Starts keeping the visitors of the session on `connection`, which has at most
-    /// `visitors` visitors at once; they are forgotten when the inbox is dropped.
-    pub(super) fn open_session(self: &Arc<Self>, connection: u64, visitors: usize) -> Inbox {
+    /// Starts keeping the visitors of the session on `connection`; they are forgotten when the
+    /// inbox is dropped.
+    pub(super) fn open_session(self: &Arc<Self>, connection: u64) -> Inbox {
         // Each stream leaves at most one id, and the session task takes them as fast as the
-        // control stream takes frames: with room for every visitor the session may hold, the
-        // queue fills only if the relay stops reading the control stream, when a reset would
-        // not help anyway. A stream's drop never waits. (Room is allocated as it fills.)
-        let (to_relay, queue) = mpsc::channel(visitors.max(1));
+        // control stream takes frames: with room for every stream the connection may carry,
+        // the queue fills only if the relay stops reading the control stream, when a reset
+        // would not help anyway. A stream's drop never waits. (Room is allocated as it fills.)
+        let (to_relay, queue) = mpsc::channel(MUX_MAX_STREAMS);
         let session = Arc::new(SessionResets {
             visitors: Mutex::default(),
             to_relay,
@@ -185,8 +185,8 @@ mod tests {
     #[tokio::test]
     async fn resets_reach_the_right_session_and_entries_go_with_their_streams() {
         let resets = Arc::new(Resets::default());
-        let mut one = resets.open_session(1, 8);
-        let two = resets.open_session(2, 8);
+        let mut one = resets.open_session(1);
+        let two = resets.open_session(2);
         let a = resets.register(1, 5);
         let b = resets.register(2, 5);
         let orphan = resets.register(3, 5);

@@ -133,8 +133,7 @@ pub(super) async fn start(
     let (sock, early) = conn.into_parts();
     let (handle, driver) = mux::start_into(sock, &early, Role::Dialer, inbound, session.clone());
     // Before any visitor's header can be read, so that every visitor of it is known.
-    let visitors = welcome.max_visitors as usize * welcome.tunnels.len();
-    let resets = resets.open_session(handle.connection_id(), visitors);
+    let resets = resets.open_session(handle.connection_id());
     let driver = tokio::spawn(driver.instrument(span.clone()));
     let control = async {
         // The control stream goes first; its first ping also announces it to the relay.

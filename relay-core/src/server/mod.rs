@@ -18,6 +18,7 @@ mod budget;
 mod charge;
 mod cluster;
 mod config;
+mod control;
 mod handshake;
 mod leases;
 mod metrics;

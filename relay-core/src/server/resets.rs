@@ -16,7 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::protocol::{OLDEST_PROTOCOL_VERSION, RelayControl};
+use crate::protocol::{MUX_MAX_STREAMS, OLDEST_PROTOCOL_VERSION, RelayControl};
 use crate::reset::ResetSignal;
 
 /// The visitors of one session that the client may reset, and the way to tell the client.
@@ -43,15 +43,16 @@ pub(super) struct ResetCounters {
 }
 
 impl Resets {
-    /// For a session whose client speaks `version`, with at most `visitors` visitors at once.
-    pub(super) fn new(version: u16, visitors: usize, counters: ResetCounters) -> (Resets, Outbox) {
+    /// For a session whose client speaks `version`.
+    pub(super) fn new(version: u16, counters: ResetCounters) -> (Resets, Outbox) {
         // Each visitor leaves at most one id, and the session task takes them as fast as the
-        // control stream takes frames, so with room for every visitor the session may hold at
-        // once the queue fills only when the client stops reading its control stream: it
-        // would not act on a reset then anyway, and a visitor task must never wait for it.
-        // (A bounded tokio channel allocates as it fills, so the room costs nothing up front.)
+        // control stream takes frames, so with room for every stream a session may carry at
+        // once (visitors per tunnel are capped below that) the queue fills only when the
+        // client stops reading its control stream: it would not act on a reset then anyway,
+        // and a visitor task must never wait for it. (A bounded tokio channel allocates as it
+        // fills, so the room costs nothing up front.)
         let (tx, rx) = if version > OLDEST_PROTOCOL_VERSION {
-            let (tx, rx) = mpsc::channel(visitors.max(1));
+            let (tx, rx) = mpsc::channel(MUX_MAX_STREAMS);
             (Some(tx), Some(rx))
         } else {
             (None, None)
@@ -162,12 +163,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_version_2_session_never_gets_a_reset_and_entries_go_with_their_visitor() {
-        let (resets, mut outbox) = Resets::new(2, 4, ResetCounters::default());
+        let (resets, mut outbox) = Resets::new(2, ResetCounters::default());
         resets.tell_client(1);
         let next = futures::FutureExt::now_or_never(outbox.next());
         assert!(next.is_none(), "nothing for a version-2 client");
 
-        let (resets, mut outbox) = Resets::new(3, 4, ResetCounters::default());
+        let (resets, mut outbox) = Resets::new(3, ResetCounters::default());
         {
             let _one = resets.register(1);
             let _two = resets.register(2);
