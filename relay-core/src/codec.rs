@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::protocol::{MAX_FRAME_LEN, PREFACE, PREFACE_LEN};
+use crate::protocol::{MAX_FRAME_LEN, PREFACE_LEN, PROTOCOL_VERSION, preface};
 
 /// Size of the length prefix in front of every frame.
 pub const LEN_PREFIX: usize = 4;
@@ -105,9 +105,22 @@ where
     W: AsyncWrite + Unpin + ?Sized,
     T: Serialize,
 {
+    write_versioned_preface_and_frame(w, PROTOCOL_VERSION, msg).await
+}
+
+/// Writes the preface of protocol `version` followed by one frame, in a single write.
+pub async fn write_versioned_preface_and_frame<W, T>(
+    w: &mut W,
+    version: u16,
+    msg: &T,
+) -> Result<(), CodecError>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+    T: Serialize,
+{
     let frame = encode(msg)?;
     let mut out = Vec::with_capacity(PREFACE_LEN + frame.len());
-    out.extend_from_slice(&PREFACE);
+    out.extend_from_slice(&preface(version));
     out.extend_from_slice(&frame);
     w.write_all(&out).await?;
     w.flush().await?;
@@ -188,6 +201,27 @@ mod tests {
         });
         round_trip(SenderMessage::PairedAck);
         round_trip(OfferEvent::Closed { reason: "x".into() });
+        round_trip(RelayControl::Reset {
+            visitor_id: u64::MAX,
+        });
+        round_trip(ClientControl::Reset { visitor_id: 7 });
+    }
+
+    /// Version 3 only appended variants: every version-2 message keeps its encoding.
+    #[test]
+    fn resets_are_appended_after_the_version_2_variants() {
+        assert_eq!(
+            encode(&RelayControl::Reset { visitor_id: 2 }).expect("encodes"),
+            [0, 0, 0, 2, 3, 2]
+        );
+        assert_eq!(
+            encode(&ClientControl::Reset { visitor_id: 2 }).expect("encodes"),
+            [0, 0, 0, 2, 3, 2]
+        );
+        assert_eq!(
+            encode(&ClientControl::StopAccepting { tunnel: 1 }).expect("encodes"),
+            [0, 0, 0, 2, 2, 1]
+        );
     }
 
     /// Relays of every version answer a client of another version with this exact encoding of

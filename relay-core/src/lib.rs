@@ -56,6 +56,7 @@
 //! | `frame` | framed connections: cancel-safe frame reads, hand-over to raw bytes |
 //! | `liveness` | heartbeat timing: when to ping, when a peer is gone, our own stalls |
 //! | `mux` | the yamux driver task and its handle; the only place yamux is named |
+//! | `reset` | a visitor stream reset by the peer's word on the control stream (version 3) |
 //! | `splice` | the bidirectional byte pump with half-close |
 //! | `net` | address parsing, listeners, TCP options |
 //!
@@ -82,6 +83,7 @@ pub mod mux;
 pub mod net;
 #[doc(hidden)]
 pub mod protocol;
+mod reset;
 pub mod server;
 #[doc(hidden)]
 pub mod splice;

@@ -69,6 +69,7 @@ impl Shared {
         Ok(IncomingVisitor {
             stream: announced.stream,
             visitor: announced.visitor,
+            reset: announced.reset,
             guard: StreamGuard {
                 _open: self.streams.token(),
                 _hold: hold.clone(),

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::resets::{Resets, StreamReset};
 use super::visitor::{Visitor, refuse};
 use crate::frame::FramedConn;
 use crate::mux::Substream;
@@ -31,6 +32,7 @@ const NOT_ACCEPTING: &str = "the tunnel no longer accepts visitors";
 pub(super) struct Announced {
     pub(super) stream: Substream,
     pub(super) visitor: Visitor,
+    pub(super) reset: StreamReset,
 }
 
 /// A visitor with the index of the tunnel it came through.
@@ -42,6 +44,7 @@ struct Reader {
     closed: bool,
     headers: FuturesUnordered<BoxFuture<'static, Option<Routed>>>,
     header_timeout: Duration,
+    resets: Arc<Resets>,
 }
 
 /// The visitors of every tunnel of one client.
@@ -63,10 +66,11 @@ impl std::fmt::Debug for Arrivals {
 }
 
 impl Arrivals {
-    /// Visitors for `tunnels` tunnels arrive on `streams`; at most `backlog` may wait per
-    /// tunnel, like connections in a full listen backlog (more are reset).
+    /// Visitors for `tunnels` tunnels arrive on `streams` (and are registered in `resets`); at
+    /// most `backlog` may wait per tunnel, like connections in a full listen backlog (more are
+    /// reset).
     pub(super) fn new(
-        streams: mpsc::Receiver<Substream>,
+        (streams, resets): (mpsc::Receiver<Substream>, Arc<Resets>),
         tunnels: usize,
         backlog: usize,
         header_timeout: Duration,
@@ -77,6 +81,7 @@ impl Arrivals {
                 closed: false,
                 headers: FuturesUnordered::new(),
                 header_timeout,
+                resets,
             }),
             ready: (0..tunnels).map(|_| Mutex::default()).collect(),
             wake: (0..tunnels).map(|_| Notify::new()).collect(),
@@ -208,7 +213,7 @@ impl Reader {
                     }
                 }
                 stream = self.streams.recv(), if !self.closed => match stream {
-                    Some(stream) => self.headers.push(read_header(stream, self.header_timeout).boxed()),
+                    Some(stream) => self.headers.push(read_header(stream, self.header_timeout, self.resets.clone()).boxed()),
                     None => self.closed = true,
                 },
             }
@@ -217,7 +222,7 @@ impl Reader {
 }
 
 /// Reads a new substream's visitor header; `None` (after logging why) when it has none.
-async fn read_header(stream: Substream, timeout: Duration) -> Option<Routed> {
+async fn read_header(stream: Substream, timeout: Duration, resets: Arc<Resets>) -> Option<Routed> {
     // Exact reads: the visitor's first bytes follow the header in the same stream.
     let mut conn = FramedConn::exact(stream, DEFAULT_MAX_FRAME_LEN);
     let header = tokio::time::timeout(timeout, conn.read_frame::<VisitorHeader>()).await;
@@ -226,6 +231,7 @@ async fn read_header(stream: Substream, timeout: Duration) -> Option<Routed> {
         Ok(Ok(h)) => Some((
             usize::from(h.tunnel),
             Announced {
+                reset: resets.register(stream.connection_id(), h.visitor_id),
                 stream,
                 visitor: Visitor {
                     id: h.visitor_id,

@@ -3,9 +3,11 @@
 
 #[cfg(feature = "axum")]
 mod axum;
+mod control;
 mod handle;
 mod incoming;
 mod rendezvous;
+mod resets;
 mod session;
 mod stream;
 mod tunnel;
@@ -162,22 +164,29 @@ async fn read_reply(conn: &mut FramedConn<Conn>) -> Result<Reply> {
             "the server at that address is not a relay".into(),
         )),
         Some(v) if v != PROTOCOL_VERSION => {
-            // `Reply::Error` is encoded the same in every version, so the relay's own
-            // explanation is readable; anything else gets ours.
-            let mismatch = format!(
-                "the relay speaks protocol version {v}, this client speaks {PROTOCOL_VERSION}; \
-                 use matching releases"
-            );
+            // A relay that refuses before it has read our preface (busy, TLS required) answers
+            // in the oldest version it serves; `Reply::Error` reads the same in every version,
+            // and its code is what counts.
             match conn.read_frame().await {
-                Ok(Reply::Error { message, .. }) => Err(Error::Rejected {
-                    code: ErrorCode::VersionMismatch,
-                    message: format!("{message} ({mismatch})"),
-                }),
-                _ => Err(Error::Rejected {
-                    code: ErrorCode::VersionMismatch,
-                    message: mismatch,
-                }),
+                Ok(Reply::Error { code, message }) if code != ErrorCode::VersionMismatch => {
+                    return Err(Error::Rejected { code, message });
+                }
+                _ => {}
             }
+            // The relay's own explanation (`Reply::Error` reads the same in every version)
+            // names the two versions too, but not what to do about it.
+            let advice = if v < PROTOCOL_VERSION {
+                format!("upgrade the relay, or use a client release that speaks version {v}")
+            } else {
+                "upgrade this client".to_string()
+            };
+            Err(Error::Rejected {
+                code: ErrorCode::VersionMismatch,
+                message: format!(
+                    "the relay speaks protocol version {v}, this client speaks \
+                     {PROTOCOL_VERSION}: {advice}"
+                ),
+            })
         }
         Some(_) => Ok(conn.read_frame().await?),
     }

@@ -1,6 +1,7 @@
 //! The background task of a tunnel client: runs one session after another, reconnecting with
 //! backoff when a session is lost, and asking for the same ports again with their leases.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -8,17 +9,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::control::heartbeats;
+use super::resets::{Inbox, Resets};
 use super::tunnel::{PublicAddr, TunnelConfig};
 use super::{ConnectConfig, handshake};
-use crate::codec::CodecError;
 use crate::ending::SessionEnd;
 use crate::error::{Error, Result};
 use crate::frame::FramedConn;
-use crate::liveness::{Beat, Liveness};
+use crate::liveness::Liveness;
 use crate::mux::{self, Role, Substream};
 use crate::protocol::{
-    ClientControl, DEFAULT_MAX_FRAME_LEN, Hello, LeaseSecret, RelayControl, Reply, TunnelRequest,
-    Welcome,
+    ClientControl, DEFAULT_MAX_FRAME_LEN, Hello, LeaseSecret, Reply, TunnelRequest, Welcome,
 };
 use crate::transport::Conn;
 
@@ -114,6 +115,7 @@ pub(super) struct Running {
     session: CancellationToken,
     span: tracing::Span,
     heartbeat: Duration,
+    resets: Inbox,
 }
 
 /// Starts the multiplexer on a welcomed connection and opens the control stream, so that the
@@ -121,6 +123,7 @@ pub(super) struct Running {
 pub(super) async fn start(
     established: Established,
     inbound: mpsc::Sender<Substream>,
+    resets: &Arc<Resets>,
 ) -> Result<(Running, Welcome)> {
     let Established { conn, welcome } = established;
     let session = CancellationToken::new();
@@ -129,6 +132,8 @@ pub(super) async fn start(
     // welcome already belong to yamux.
     let (sock, early) = conn.into_parts();
     let (handle, driver) = mux::start_into(sock, &early, Role::Dialer, inbound, session.clone());
+    // Before any visitor's header can be read, so that every visitor of it is known.
+    let resets = resets.open_session(handle.connection_id());
     let driver = tokio::spawn(driver.instrument(span.clone()));
     let control = async {
         // The control stream goes first; its first ping also announces it to the relay.
@@ -150,6 +155,7 @@ pub(super) async fn start(
         session,
         span,
         heartbeat,
+        resets,
     };
     Ok((running, welcome))
 }
@@ -161,6 +167,7 @@ pub(super) struct Supervisor {
     pub(super) config: TunnelConfig,
     pub(super) tunnels: Vec<TunnelState>,
     pub(super) inbound: mpsc::Sender<Substream>,
+    pub(super) resets: Arc<Resets>,
     pub(super) ended: watch::Sender<Option<SessionEnd>>,
     pub(super) session_id: watch::Sender<u64>,
     /// Per tunnel: whether it still takes visitors. Each session tells the relay about the
@@ -208,6 +215,7 @@ impl Supervisor {
             session,
             span,
             heartbeat,
+            mut resets,
         } = running;
         let mut liveness = Liveness::new(heartbeat);
         // What this session has told the relay: every tunnel accepts at first.
@@ -215,7 +223,7 @@ impl Supervisor {
         let mut accepting = self.accepting.clone();
         let first = tokio::select! {
             r = &mut driver => Err(r.unwrap_or_else(|e| SessionEnd::ConnectionLost(format!("connection task failed: {e}")))),
-            end = heartbeats(&mut control, &mut liveness, &mut accepting, &mut told) => Ok(end),
+            end = heartbeats(&mut control, &mut liveness, (&mut accepting, &mut told), &mut resets) => Ok(end),
             () = self.stop.cancelled() => {
                 // The relay frees the ports, lets the visitors inside finish (their last bytes
                 // and FINs are queued ahead of the closing connection), then closes: closing
@@ -235,7 +243,8 @@ impl Supervisor {
             // A relay that shuts down says so on the control stream just before closing; that
             // frame is already buffered and gives the better reason.
             Err(cut) => {
-                let last = heartbeats(&mut control, &mut liveness, &mut accepting, &mut told);
+                let watch = (&mut accepting, &mut told[..]);
+                let last = heartbeats(&mut control, &mut liveness, watch, &mut resets);
                 let last = tokio::time::timeout(LAST_WORD, last);
                 match last.await {
                     Ok(end @ (SessionEnd::RelayShutdown(_) | SessionEnd::Revoked(_))) => end,
@@ -320,7 +329,7 @@ impl Supervisor {
             let connect = self.config.connect();
             let opening = async {
                 let established = open(&self.relay, &connect, requests).await?;
-                start(established, self.inbound.clone()).await
+                start(established, self.inbound.clone(), &self.resets).await
             };
             let opened = tokio::select! {
                 opened = opening => opened,
@@ -345,66 +354,6 @@ impl Supervisor {
             }
         }
         unreachable!("attempts are unbounded")
-    }
-}
-
-/// Sends a ping every interval and watches for the relay's pongs, and tells the relay about
-/// tunnels that stop accepting (`told` is what it was told so far); returns why the session
-/// ended. Cancel-safe between frames.
-async fn heartbeats(
-    control: &mut FramedConn<Substream>,
-    liveness: &mut Liveness,
-    accepting: &mut watch::Receiver<Vec<bool>>,
-    told: &mut [bool],
-) -> SessionEnd {
-    let mut seq = 0u64;
-    // Until every listener and handle is gone (streams may stay): nothing changes after that.
-    let mut watching = true;
-    loop {
-        let stopped: Vec<u16> = {
-            let now = accepting.borrow_and_update();
-            told.iter_mut()
-                .zip(now.iter())
-                .enumerate()
-                .filter(|(_, (told, now))| **told && !**now)
-                .map(|(i, (told, _))| {
-                    *told = false;
-                    i as u16
-                })
-                .collect()
-        };
-        for tunnel in stopped {
-            debug!(tunnel, "telling the relay to stop handing over visitors");
-            let stop = ClientControl::StopAccepting { tunnel };
-            if let Err(e) = control.write_frame(&stop).await {
-                return SessionEnd::ConnectionLost(e.to_string());
-            }
-        }
-        let frame = tokio::select! {
-            changed = accepting.changed(), if watching => {
-                watching = changed.is_ok();
-                continue;
-            }
-            beat = liveness.beat() => match beat {
-                Beat::Ping => {
-                    seq += 1;
-                    match control.write_frame(&ClientControl::Ping(seq)).await {
-                        Ok(()) => continue,
-                        Err(e) => Err(e),
-                    }
-                }
-                Beat::Gone { silent_for } => return SessionEnd::PeerSilent { silent_for },
-            },
-            frame = control.read_frame::<RelayControl>() => frame,
-        };
-        match frame {
-            Ok(RelayControl::Pong(_)) => liveness.heard(),
-            Ok(RelayControl::Shutdown { reason }) => return SessionEnd::RelayShutdown(reason),
-            Ok(RelayControl::Revoked { reason }) => return SessionEnd::Revoked(reason),
-            Err(CodecError::Closed) => return SessionEnd::PeerClosed,
-            Err(CodecError::Io(e)) => return SessionEnd::ConnectionLost(e.to_string()),
-            Err(e) => return SessionEnd::Protocol(format!("control stream: {e}")),
-        }
     }
 }
 

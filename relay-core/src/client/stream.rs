@@ -10,8 +10,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::DropGuard;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use super::resets::StreamReset;
 use super::visitor::Visitor;
 use crate::mux::Substream;
+use crate::reset::Side;
 
 /// Keeps a client's session up while it lives: every listener, every accepted stream and every
 /// visitor not yet answered holds one. When the last is dropped the client says goodbye to the
@@ -45,21 +47,54 @@ pub(super) struct StreamGuard {
 ///   truncated answer for a complete one.
 /// * A read that finds the stream reset, or the session lost, fails with
 ///   `ConnectionReset` instead of returning a clean end of stream.
+/// * When the relay resets the stream (the visitor went away), reads and writes fail with
+///   `ConnectionReset`, those already waiting included.
 #[derive(Debug)]
 pub struct TunnelStream {
-    inner: Substream,
+    /// `None` once the relay has reset it: the yamux stream is dropped then.
+    inner: Option<Substream>,
     visitor: Visitor,
+    reset: StreamReset,
     // Dropped after `inner`: the stream's close is queued before the session may end.
     _guard: StreamGuard,
 }
 
 impl TunnelStream {
-    pub(super) fn new(inner: Substream, visitor: Visitor, guard: StreamGuard) -> Self {
+    pub(super) fn new(
+        inner: Substream,
+        visitor: Visitor,
+        guard: StreamGuard,
+        reset: StreamReset,
+    ) -> Self {
         TunnelStream {
-            inner,
+            inner: Some(inner),
             visitor,
+            reset,
             _guard: guard,
         }
+    }
+
+    /// The yamux stream, unless the relay reset it.
+    fn live(&mut self) -> io::Result<&mut Substream> {
+        if self.reset.is_reset() {
+            self.inner = None;
+        }
+        self.inner.as_mut().ok_or_else(reset_by_relay)
+    }
+
+    /// Completes `polled` (a pending operation on the stream) with an error if the relay
+    /// reset the stream, now or later: a parked read or write is woken for it.
+    fn unless_reset<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        side: Side,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_pending() && self.reset.poll_reset(cx, side).is_ready() {
+            self.inner = None;
+            return Poll::Ready(Err(reset_by_relay()));
+        }
+        polled
     }
 
     /// The visitor's address, as the relay saw it (what `TcpStream::peer_addr` is).
@@ -84,13 +119,31 @@ impl TunnelStream {
     }
 }
 
+fn reset_by_relay() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "the relay reset the visitor's stream (the visitor went away)",
+    )
+}
+
+impl Drop for TunnelStream {
+    fn drop(&mut self) {
+        // Closed on our side only: yamux would drop it without a word, and a relay out of
+        // credit on it would hold the visitor for ever (see `resets`).
+        if self.inner.as_ref().is_some_and(Substream::drop_is_silent) {
+            self.reset.tell_relay();
+        }
+    }
+}
+
 impl AsyncRead for TunnelStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let polled = Pin::new(self.live()?).poll_read(cx, buf);
+        self.unless_reset(cx, Side::Read, polled)
     }
 }
 
@@ -100,14 +153,17 @@ impl AsyncWrite for TunnelStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(self.live()?).poll_write(cx, buf);
+        self.unless_reset(cx, Side::Write, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(self.live()?).poll_flush(cx);
+        self.unless_reset(cx, Side::Write, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let polled = Pin::new(self.live()?).poll_shutdown(cx);
+        self.unless_reset(cx, Side::Write, polled)
     }
 }

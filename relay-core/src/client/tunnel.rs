@@ -20,6 +20,7 @@ use tracing::{Instrument, debug, info_span};
 use super::ConnectConfig;
 use super::handle::{SessionHandle, Shared};
 use super::incoming::Arrivals;
+use super::resets::Resets;
 use super::session::{Reconnect, Supervisor, TunnelState, open, start};
 use super::stream::{Hold, TunnelStream};
 use super::visitor::{IncomingVisitor, Visitor};
@@ -220,7 +221,8 @@ impl TunnelListener {
             .collect();
         let established = open(relay, &config.connect(), requests).await?;
         let (inbound_tx, inbound) = mpsc::channel(config.accept_backlog.max(1));
-        let (running, welcome) = start(established, inbound_tx.clone()).await?;
+        let resets = Arc::new(Resets::default());
+        let (running, welcome) = start(established, inbound_tx.clone(), &resets).await?;
         let public_host = welcome.public_host.clone().unwrap_or_else(|| host.clone());
         let (senders, receivers): (Vec<_>, Vec<_>) = welcome
             .tunnels
@@ -247,7 +249,7 @@ impl TunnelListener {
         let streams = TaskTracker::new();
         let shared = Arc::new(Shared {
             arrivals: Arc::new(Arrivals::new(
-                inbound,
+                (inbound, resets.clone()),
                 preferred_ports.len(),
                 config.accept_backlog,
                 config.header_timeout,
@@ -269,6 +271,7 @@ impl TunnelListener {
             config,
             tunnels: senders,
             inbound: inbound_tx,
+            resets,
             ended: ended_tx,
             session_id: session_tx,
             accepting: accepting_rx,

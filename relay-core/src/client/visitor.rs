@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use tokio::io::AsyncWriteExt;
 
+use super::resets::StreamReset;
 use super::stream::{StreamGuard, TunnelStream};
 use crate::codec;
 use crate::mux::Substream;
@@ -32,6 +33,7 @@ pub struct IncomingVisitor {
     pub(super) stream: Substream,
     pub(super) visitor: Visitor,
     pub(super) guard: StreamGuard,
+    pub(super) reset: StreamReset,
 }
 
 impl IncomingVisitor {
@@ -47,7 +49,12 @@ impl IncomingVisitor {
         codec::write_frame(&mut self.stream, &VisitorReply::Accepted)
             .await
             .map_err(io::Error::other)?;
-        Ok(TunnelStream::new(self.stream, self.visitor, self.guard))
+        Ok(TunnelStream::new(
+            self.stream,
+            self.visitor,
+            self.guard,
+            self.reset,
+        ))
     }
 
     /// Refuses the visitor; the relay closes its connection and logs `reason`.

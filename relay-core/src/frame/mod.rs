@@ -273,6 +273,15 @@ impl<S: AsyncWrite + Unpin> FramedConn<S> {
     ) -> Result<(), CodecError> {
         codec::write_preface_and_frame(&mut self.io, msg).await
     }
+
+    /// Writes the preface of protocol `version` and one frame, in one write.
+    pub async fn write_versioned_preface_and_frame<T: Serialize>(
+        &mut self,
+        version: u16,
+        msg: &T,
+    ) -> Result<(), CodecError> {
+        codec::write_versioned_preface_and_frame(&mut self.io, version, msg).await
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 use std::future::poll_fn;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -80,9 +80,19 @@ type OpenReply = oneshot::Sender<Result<Substream, ConnectionError>>;
 pub struct MuxHandle {
     open: mpsc::Sender<OpenReply>,
     closed: CancellationToken,
+    connection: u64,
 }
 
+/// Numbers connections, so that their streams can be told apart.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
 impl MuxHandle {
+    /// This connection's number, unique in the process; its streams carry it too
+    /// ([`Substream::connection_id`]).
+    pub fn connection_id(&self) -> u64 {
+        self.connection
+    }
+
     /// Opens an outbound substream. The peer learns of it only with the first frame written on
     /// it, so write something at once.
     pub async fn open(&self) -> io::Result<Substream> {
@@ -191,7 +201,8 @@ where
     let conn = Connection::new(io.compat(), yamux_config(), mode);
     let (open_tx, open_rx) = mpsc::channel(64);
     let closed = CancellationToken::new();
-    let streams = StreamFactory { lost };
+    let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let streams = StreamFactory { lost, connection };
     let signals = Signals { goaway, flush_owed };
     let driver = drive(
         conn,
@@ -205,6 +216,7 @@ where
     let handle = MuxHandle {
         open: open_tx,
         closed,
+        connection,
     };
     (handle, driver.boxed())
 }

@@ -13,6 +13,7 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 #[derive(Debug)]
 pub(super) struct StreamFactory {
     pub(super) lost: Arc<AtomicBool>,
+    pub(super) connection: u64,
 }
 
 impl StreamFactory {
@@ -21,6 +22,7 @@ impl StreamFactory {
             inner: stream.compat(),
             we_closed: false,
             lost: self.lost.clone(),
+            connection: self.connection,
         }
     }
 }
@@ -34,12 +36,26 @@ pub struct Substream {
     inner: Compat<yamux::Stream>,
     we_closed: bool,
     lost: Arc<AtomicBool>,
+    connection: u64,
 }
 
 impl Substream {
     /// The stream's yamux id, for logs.
     pub fn id(&self) -> u32 {
         self.inner.get_ref().id().val()
+    }
+
+    /// Which connection carries it ([`super::MuxHandle::connection_id`]): streams of several
+    /// connections may share one queue.
+    pub fn connection_id(&self) -> u64 {
+        self.connection
+    }
+
+    /// Whether this side has closed its writing and the peer has not: the one state in which
+    /// yamux 0.14 drops a stream without a word to the peer (and then ignores the peer's data
+    /// for it), so whoever drops it must tell the peer some other way.
+    pub fn drop_is_silent(&self) -> bool {
+        self.inner.get_ref().is_write_closed()
     }
 }
 

@@ -23,24 +23,38 @@ pub const MAGIC: [u8; 6] = *b"RELAY\0";
 
 /// Bumped on any incompatible change to the messages below or to the stream layout.
 /// Version 2: several tunnels per session, leased ports, token challenges, redirects.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version 3: [`RelayControl::Reset`] and [`ClientControl::Reset`], because yamux 0.14 drops a
+/// half-closed stream without telling the peer (`docs/protocol.md`, 7.4).
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// The oldest version a relay still serves. Versions 2 and 3 differ only in the two `Reset`
+/// messages, which a relay never sends to a version-2 client (and such a client never sends).
+pub const OLDEST_PROTOCOL_VERSION: u16 = 2;
 
 /// Length of the preface: [`MAGIC`] plus the two version bytes.
 pub const PREFACE_LEN: usize = MAGIC.len() + 2;
 
 /// The preface this build sends.
-pub const PREFACE: [u8; PREFACE_LEN] = {
+pub const PREFACE: [u8; PREFACE_LEN] = preface(PROTOCOL_VERSION);
+
+/// The preface announcing `version` (a relay answers a client in the client's version).
+pub const fn preface(version: u16) -> [u8; PREFACE_LEN] {
     let mut p = [0u8; PREFACE_LEN];
     let mut i = 0;
     while i < MAGIC.len() {
         p[i] = MAGIC[i];
         i += 1;
     }
-    let v = PROTOCOL_VERSION.to_be_bytes();
+    let v = version.to_be_bytes();
     p[MAGIC.len()] = v[0];
     p[MAGIC.len() + 1] = v[1];
     p
-};
+}
+
+/// Whether a relay of this build serves clients of `version`.
+pub fn is_served(version: u16) -> bool {
+    (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version)
+}
 
 /// Hard ceiling on a control frame body. Every message here is far smaller; the ceiling keeps a
 /// hostile length prefix from ever causing a large allocation.
@@ -251,6 +265,14 @@ pub enum ClientControl {
         /// Which tunnel: an index into the hello's `tunnels`.
         tunnel: u16,
     },
+    /// Version 3. The client dropped this visitor's stream after closing its own side, before
+    /// the relay closed the other: yamux tells the relay nothing in that state, so this does.
+    /// The relay ends the visitor at once (its connection is reset); whatever the relay still
+    /// writes on the stream would never be read. An id the relay no longer knows is ignored.
+    Reset {
+        /// The visitor, as its [`VisitorHeader`] named it.
+        visitor_id: u64,
+    },
 }
 
 /// Relay to client, on the control substream.
@@ -268,6 +290,15 @@ pub enum RelayControl {
     Revoked {
         /// Human-readable reason.
         reason: String,
+    },
+    /// Version 3, never sent to a version-2 client. The relay dropped this visitor's stream
+    /// (the visitor went away) after closing its own side of it: yamux tells the client
+    /// nothing in that state, so this does. The client drops its side too; reads and writes on
+    /// it fail with a reset, and nothing written on it will be read. An id the client no longer
+    /// knows is ignored (the stream may have ended normally meanwhile).
+    Reset {
+        /// The visitor, as its [`VisitorHeader`] named it.
+        visitor_id: u64,
     },
 }
 
@@ -312,6 +343,8 @@ mod tests {
         other[PREFACE_LEN - 1] ^= 0xff;
         assert_eq!(parse_preface(&other), Some(PROTOCOL_VERSION ^ 0xff));
         assert_eq!(parse_preface(b"GET / HT"), None);
+        assert_eq!(parse_preface(&preface(2)), Some(2));
+        assert!(is_served(2) && is_served(3) && !is_served(1) && !is_served(4));
     }
 
     #[test]

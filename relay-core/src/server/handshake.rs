@@ -12,7 +12,8 @@ use super::access::{Access, NamedToken};
 use crate::codec::{self, CodecError};
 use crate::frame::FramedConn;
 use crate::protocol::{
-    ErrorCode, Hello, MAGIC, PREFACE_LEN, PROTOCOL_VERSION, Proof, Reply, parse_preface,
+    ErrorCode, Hello, MAGIC, OLDEST_PROTOCOL_VERSION, PREFACE_LEN, PROTOCOL_VERSION, Proof, Reply,
+    is_served, parse_preface,
 };
 use crate::transport::Conn;
 
@@ -23,16 +24,19 @@ pub(super) struct Client {
     pub(super) peer: SocketAddr,
     /// The token it proved to hold, when the relay requires one.
     pub(super) token: Option<Arc<NamedToken>>,
+    /// The protocol version it speaks (one this relay serves); the relay answers in it.
+    pub(super) version: u16,
     /// The relay's preface went out already (with a challenge).
     preface_sent: bool,
 }
 
 impl Client {
-    pub(super) fn new(conn: FramedConn<Conn>, peer: SocketAddr) -> Self {
+    pub(super) fn new(conn: FramedConn<Conn>, peer: SocketAddr, version: u16) -> Self {
         Client {
             conn,
             peer,
             token: None,
+            version,
             preface_sent: false,
         }
     }
@@ -43,7 +47,10 @@ impl Client {
             self.conn.write_frame(reply).await
         } else {
             self.preface_sent = true;
-            self.conn.write_preface_and_frame(reply).await
+            let version = self.version;
+            self.conn
+                .write_versioned_preface_and_frame(version, reply)
+                .await
         }
     }
 
@@ -63,6 +70,7 @@ impl Client {
             max_len,
             peer: self.peer,
             token: self.token,
+            version: self.version,
             preface_sent: self.preface_sent,
         }
     }
@@ -75,6 +83,7 @@ impl Client {
             conn: FramedConn::with_buffered(h.conn, &h.early, h.max_len),
             peer: h.peer,
             token: h.token,
+            version: h.version,
             preface_sent: h.preface_sent,
         })
     }
@@ -117,6 +126,7 @@ pub(super) struct Handover {
     max_len: usize,
     peer: SocketAddr,
     token: Option<Arc<NamedToken>>,
+    version: u16,
     preface_sent: bool,
 }
 
@@ -149,7 +159,8 @@ impl std::fmt::Display for Rejection {
             Rejection::NotRelay { .. } => f.write_str("not a relay client (wrong magic)"),
             Rejection::Version(v) => write!(
                 f,
-                "client speaks protocol version {v}, this relay speaks {PROTOCOL_VERSION}"
+                "client speaks protocol version {v}, this relay speaks versions \
+                 {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
             ),
             Rejection::Frame(e) => write!(f, "bad hello: {e}"),
         }
@@ -160,10 +171,14 @@ const HTTP_METHODS: [&[u8]; 9] = [
     b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC",
 ];
 
+/// A hello as read: the message, its bytes as sent (what a token proof covers), and the
+/// protocol version of the client's preface.
+pub(crate) type ReadHello = (Hello, Bytes, u16);
+
 /// Reads the client's preface and hello. A connection whose first bytes are not our magic is
 /// turned away as soon as the first wrong byte arrives, so short junk (`GET /` and a newline)
 /// does not sit until the handshake deadline. Cancel-safe.
-pub(crate) async fn read_hello(conn: &mut FramedConn<Conn>) -> Result<(Hello, Bytes), Rejection> {
+pub(crate) async fn read_hello(conn: &mut FramedConn<Conn>) -> Result<ReadHello, Rejection> {
     while conn.buffered().len() < PREFACE_LEN {
         let head = conn.fill().await.map_err(Rejection::Frame)?;
         let magic_part = head.len().min(MAGIC.len());
@@ -182,8 +197,9 @@ pub(crate) async fn read_hello(conn: &mut FramedConn<Conn>) -> Result<(Hello, By
     let version = parse_preface(&preface);
     conn.consume(PREFACE_LEN);
     match version {
-        Some(v) if v == PROTOCOL_VERSION => {
-            conn.read_frame_and_body().await.map_err(Rejection::Frame)
+        Some(v) if is_served(v) => {
+            let (hello, bytes) = conn.read_frame_and_body().await.map_err(Rejection::Frame)?;
+            Ok((hello, bytes, v))
         }
         Some(v) => Err(Rejection::Version(v)),
         None => Err(Rejection::NotRelay {
@@ -223,14 +239,22 @@ pub(crate) async fn answer_rejection<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Sends the relay's preface and an error reply; failures are ignored since the connection is
-/// being closed either way.
+/// Sends a preface and an error reply to a client whose version is not known (yet); failures
+/// are ignored since the connection is being closed either way.
 pub(crate) async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     code: ErrorCode,
     message: String,
 ) {
-    let _ = codec::write_preface_and_frame(s, &Reply::Error { code, message }).await;
+    // A version mismatch goes out in our version, so the client learns which one we speak.
+    // Anything else (busy, TLS required) in the oldest version served: clients of that version
+    // then act on the code, and newer ones read an error behind an older preface for what it is.
+    let version = match code {
+        ErrorCode::VersionMismatch => PROTOCOL_VERSION,
+        _ => OLDEST_PROTOCOL_VERSION,
+    };
+    let reply = Reply::Error { code, message };
+    let _ = codec::write_versioned_preface_and_frame(s, version, &reply).await;
     linger_close(s).await;
 }
 

@@ -18,6 +18,7 @@ mod budget;
 mod charge;
 mod cluster;
 mod config;
+mod control;
 mod handshake;
 mod leases;
 mod metrics;
@@ -30,6 +31,7 @@ mod proxy_gate;
 mod public;
 mod refusals;
 mod rendezvous;
+mod resets;
 mod session;
 mod strikes;
 #[cfg(test)]
@@ -387,7 +389,7 @@ async fn handle_connection(
         () = shutdown.cancelled() => return,
         hello = tokio::time::timeout_at(deadline, read_hello(&mut conn)) => hello,
     };
-    let (hello, hello_bytes) = match hello {
+    let (hello, hello_bytes, version) = match hello {
         Err(_) => {
             shared.metrics.handshake_failed("timeout");
             debug!(timeout = ?config.handshake_timeout, "handshake timed out; closing");
@@ -406,7 +408,7 @@ async fn handle_connection(
         Ok(Ok(hello)) => hello,
     };
     tracing::Span::current().record("tls", tls);
-    let client = Client::new(conn, peer);
+    let client = Client::new(conn, peer, version);
     let checked = Box::pin(admission::check_token(
         client,
         &hello_bytes,

@@ -11,19 +11,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::budget::VisitorBuffers;
+use super::control::heartbeats;
 use super::handshake::Client;
 use super::leases::Tunnel as Port;
 use super::metrics::{SessionMetrics, VisitorMetrics};
 use super::per_addr::AddrGroup;
 use super::refusals::Refusal;
+use super::resets::Resets;
 use super::{Shared, admission};
-use crate::codec::CodecError;
 use crate::ending::{Peer, SessionEnd};
 use crate::frame::FramedConn;
-use crate::liveness::{Beat, Liveness};
+use crate::liveness::Liveness;
 use crate::mux::{self, MuxHandle, Role, Substream};
 use crate::protocol::{
-    ClientControl, ErrorCode, MAX_TUNNELS_PER_SESSION, RelayControl, Reply, TunnelRequest, Welcome,
+    ErrorCode, MAX_TUNNELS_PER_SESSION, RelayControl, Reply, TunnelRequest, Welcome,
 };
 use crate::splice::Meter;
 
@@ -47,6 +48,8 @@ pub(super) struct Tunnel {
     pub(super) answer_timeout: Duration,
     /// Socket buffer sizes for its visitors.
     pub(super) buffers: VisitorBuffers,
+    /// Visitors the client may reset, and how the client learns of the relay's resets.
+    pub(super) resets: Resets,
 }
 
 /// Serves one tunnel client from its hello to the end of its connection.
@@ -174,6 +177,7 @@ async fn serve(
     let cap = admission::visitor_cap(config, client.token.as_deref());
     let token = client.token.clone();
     let group = AddrGroup::from(client.peer.ip());
+    let version = client.version;
     let revoked = shared.gate.access.revoked(token.as_deref());
     let (sock, early) = client.conn.into_parts();
     super::budget::tune_session_socket(sock.tcp());
@@ -199,6 +203,8 @@ async fn serve(
             return (end, None, ports);
         }
     };
+    let cap = cap as usize;
+    let (resets, mut outbox) = Resets::new(version, shared.metrics.reset_counters());
     let tunnel = Arc::new(Tunnel {
         mux: mux.handle.clone(),
         visitors: AtomicU64::new(0),
@@ -207,8 +213,8 @@ async fn serve(
         session: session.clone(),
         answer_timeout: config.handshake_timeout,
         buffers: config.visitor_buffers(),
+        resets,
     });
-    let cap = cap as usize;
     let limits: Vec<Arc<Semaphore>> = ports
         .iter()
         .map(|_| Arc::new(Semaphore::new(cap)))
@@ -232,7 +238,7 @@ async fn serve(
         },
     ));
     let first = tokio::select! {
-        end = heartbeats(&mut control, &mut liveness, &relay_shutdown, &closed) => Ok(end),
+        end = heartbeats(&mut control, &mut liveness, &relay_shutdown, &closed, (&mut outbox, &tunnel.resets)) => Ok(end),
         _ = accepting => unreachable!("accept loops never end"),
         // Its queue closes when the connection ends.
         end = reject_extra_streams(&mut mux.inbound) => Err(end),
@@ -246,7 +252,14 @@ async fn serve(
         // A client that stops says goodbye just before it closes; the frame may still be
         // waiting in the control stream when the connection's end is noticed.
         Err(cut) => {
-            let last = heartbeats(&mut control, &mut liveness, &relay_shutdown, &closed);
+            let resets = (&mut outbox, &tunnel.resets);
+            let last = heartbeats(
+                &mut control,
+                &mut liveness,
+                &relay_shutdown,
+                &closed,
+                resets,
+            );
             match tokio::time::timeout(LAST_WORD, last).await {
                 Ok(SessionEnd::PeerLeft) => SessionEnd::PeerLeft,
                 _ => cut,
@@ -297,51 +310,6 @@ impl std::fmt::Display for PortList<'_> {
             write!(f, "{p}")?;
         }
         Ok(())
-    }
-}
-
-/// Answers the client's heartbeats and closes the tunnels it no longer accepts on; ends when the
-/// client falls silent, says goodbye, the stream ends, or the relay shuts down (after telling
-/// the client).
-async fn heartbeats(
-    control: &mut FramedConn<Substream>,
-    liveness: &mut Liveness,
-    relay_shutdown: &CancellationToken,
-    closed: &[CancellationToken],
-) -> SessionEnd {
-    loop {
-        let frame = tokio::select! {
-            () = relay_shutdown.cancelled() => {
-                let reason = "relay is shutting down".to_string();
-                let bye = RelayControl::Shutdown { reason: reason.clone() };
-                let _ = tokio::time::timeout(liveness.silence_limit(), control.write_frame(&bye)).await;
-                return SessionEnd::RelayShutdown(reason);
-            }
-            beat = liveness.beat() => match beat {
-                Beat::Ping => continue,
-                Beat::Gone { silent_for } => return SessionEnd::PeerSilent { silent_for },
-            },
-            frame = control.read_frame::<ClientControl>() => frame,
-        };
-        liveness.heard();
-        let result = match frame {
-            Ok(ClientControl::Ping(seq)) => control.write_frame(&RelayControl::Pong(seq)).await,
-            Ok(ClientControl::Goodbye) => return SessionEnd::PeerLeft,
-            Ok(ClientControl::StopAccepting { tunnel }) => {
-                debug!(tunnel, "client stopped accepting on a tunnel");
-                if let Some(closed) = closed.get(usize::from(tunnel)) {
-                    closed.cancel();
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {}
-            Err(CodecError::Closed) => return SessionEnd::PeerClosed,
-            Err(CodecError::Io(e)) => return SessionEnd::ConnectionLost(e.to_string()),
-            Err(e) => return SessionEnd::Protocol(format!("control stream: {e}")),
-        }
     }
 }
 

@@ -16,9 +16,10 @@ use super::budget::tune_visitor_socket;
 use super::session::Tunnel;
 use crate::codec::{self, CodecError};
 use crate::frame::FrameReader;
-use crate::mux::{MuxHandle, Substream};
+use crate::mux::Substream;
 use crate::net::reset_on_close;
 use crate::protocol::{MAX_FRAME_LEN, VisitorHeader, VisitorReply};
+use crate::reset::{ResetSignal, Side};
 use crate::splice::{Meter, splice};
 
 pub(super) async fn serve(
@@ -37,10 +38,23 @@ pub(super) async fn serve(
         relay_addr.unwrap_or_else(|| tcp.local_addr().map_or(peer_addr, crate::net::canonical));
     // `a_to_b`: from the visitor to the client. The session's totals move along.
     let meter = Meter::with_parent(tunnel.bytes.clone());
+    let reset = tunnel.resets.register(visitor_id);
+    let mut silent_drop = false;
+    let header = VisitorHeader {
+        visitor_id,
+        tunnel: index,
+        peer_addr,
+        relay_addr,
+    };
     let result = tokio::select! {
         () = tunnel.session.cancelled() => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "tunnel session ended")),
-        r = forward(&mut tcp, VisitorHeader { visitor_id, tunnel: index, peer_addr, relay_addr }, &tunnel.mux, tunnel.answer_timeout, &meter) => r,
+        r = forward(&mut tcp, header, &tunnel, reset.signal(), &meter, &mut silent_drop) => r,
     };
+    drop(reset);
+    if silent_drop {
+        // The stream goes now, and yamux would not tell the client (see `resets`).
+        tunnel.resets.tell_client(visitor_id);
+    }
     let (bytes_in, bytes_out) = (meter.a_to_b(), meter.b_to_a());
     match result {
         Ok(()) => debug!(bytes_in, bytes_out, "visitor closed"),
@@ -56,13 +70,17 @@ pub(super) async fn serve(
     }
 }
 
+/// Announces the visitor and splices it with its stream; `silent_drop` tells whether the stream
+/// is left in the state yamux drops without a word to the client.
 async fn forward(
     tcp: &mut TcpStream,
     header: VisitorHeader,
-    mux: &MuxHandle,
-    answer_timeout: Duration,
+    tunnel: &Tunnel,
+    reset: Arc<ResetSignal>,
     meter: &Meter,
+    silent_drop: &mut bool,
 ) -> io::Result<()> {
+    let (mux, answer_timeout) = (&tunnel.mux, tunnel.answer_timeout);
     // One timer bounds both the wait for a substream (there is none while 256 earlier ones are
     // still unanswered by the client) and the wait for the client's answer.
     let mut deadline = Box::pin(tokio::time::sleep(answer_timeout));
@@ -81,19 +99,35 @@ async fn forward(
         inner: stream,
         reply: Some((FrameReader::exact(MAX_FRAME_LEN), deadline)),
         timeout: answer_timeout,
+        reset,
     };
-    splice(tcp, &mut stream, meter).await
+    let spliced = splice(tcp, &mut stream, meter).await;
+    *silent_drop = stream.inner.drop_is_silent();
+    spliced
 }
 
 /// A substream whose first inbound bytes are the client's [`VisitorReply`]: reading strips it,
 /// and turns a refusal into a `ConnectionRefused` error carrying the client's reason. Writes go
 /// straight through, so the visitor's first bytes need not wait for the answer.
+///
+/// Writes fail with `ConnectionReset` once the client has reset the stream
+/// (`ClientControl::Reset`: it dropped its side after its FIN, and reads nothing more), a
+/// write parked for credit included. Reads go on: what the client sent before its FIN still
+/// reaches the visitor, as a TCP peer's last bytes do when it closes after its answer.
 struct AwaitReply {
     inner: Substream,
     /// Until the answer arrives; dropped after it, so an open visitor holds no buffer or timer.
     /// The reader reads exactly the answer, so the client's bytes after it stay in the stream.
     reply: Option<(FrameReader, Pin<Box<tokio::time::Sleep>>)>,
     timeout: Duration,
+    reset: Arc<ResetSignal>,
+}
+
+fn reset_by_client() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "the client reset the visitor's stream",
+    )
 }
 
 fn no_answer(after: Duration) -> io::Error {
@@ -151,7 +185,14 @@ impl AsyncWrite for AwaitReply {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        if self.reset.is_reset() {
+            return Poll::Ready(Err(reset_by_client()));
+        }
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if written.is_pending() && self.reset.poll_reset(cx, Side::Write).is_ready() {
+            return Poll::Ready(Err(reset_by_client()));
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

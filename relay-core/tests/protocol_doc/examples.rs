@@ -97,6 +97,7 @@ pub fn messages() -> Vec<(&'static str, Vec<u8>)> {
         .collect();
     vec![
         ("preface", PREFACE.to_vec()),
+        ("preface-v2", preface(2).to_vec()),
         ("varints", varints),
         ("hello-tunnel", frame(&one_tunnel())),
         (
@@ -182,6 +183,10 @@ pub fn messages() -> Vec<(&'static str, Vec<u8>)> {
             "client-stop-accepting",
             frame(&ClientControl::StopAccepting { tunnel: 1 }),
         ),
+        (
+            "client-reset",
+            frame(&ClientControl::Reset { visitor_id: 300 }),
+        ),
         ("relay-pong-0", frame(&RelayControl::Pong(0))),
         (
             "relay-shutdown",
@@ -195,6 +200,7 @@ pub fn messages() -> Vec<(&'static str, Vec<u8>)> {
                 reason: reason("revoked"),
             }),
         ),
+        ("relay-reset", frame(&RelayControl::Reset { visitor_id: 2 })),
         (
             "visitor-header",
             frame(&visitor_header(2, addr(RELAY_SIDE), addr(VISITOR))),

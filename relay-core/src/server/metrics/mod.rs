@@ -24,6 +24,7 @@ mod live;
 use live::{ACCEPTING, DRAINING, Live};
 
 use super::handshake::Rejection;
+use super::resets::ResetCounters;
 use crate::codec::CodecError;
 use crate::protocol::PROTOCOL_VERSION;
 use crate::splice::Meter;
@@ -93,6 +94,7 @@ pub(super) struct Metrics {
     handshake_failures: Family<Label, Counter>,
     /// Fed by [`super::refusals::Refusals::note`].
     pub(super) refusals: Family<Label, Counter>,
+    visitor_resets: Family<Label, Counter>,
     offers_open: Gauge,
     offers: Counter,
     transfers_open: Gauge,
@@ -118,6 +120,7 @@ impl Metrics {
             visitors: Family::default(),
             handshake_failures: Family::default(),
             refusals: Family::default(),
+            visitor_resets: Family::default(),
             offers_open: Gauge::default(),
             offers: Counter::default(),
             transfers_open: Gauge::default(),
@@ -179,6 +182,12 @@ impl Metrics {
             m.refusals.clone(),
         );
         r.register(
+            "visitor_resets",
+            "Visitors whose stream was dropped half-closed and so reset on the control stream \
+             (protocol version 3), by direction: to_client, from_client",
+            m.visitor_resets.clone(),
+        );
+        r.register(
             "offers_open",
             "File offers waiting for their receiver now",
             m.offers_open.clone(),
@@ -208,6 +217,7 @@ impl Metrics {
         for reason in HANDSHAKE_FAILURES {
             let _ = m.handshake_failures.get_or_create(&[("reason", reason)]);
         }
+        let _ = m.reset_counters();
         Metrics { registry: r, ..m }
     }
 
@@ -267,6 +277,19 @@ impl Metrics {
 
     pub(super) fn session_ended(&self, reason: &'static str) {
         self.session_ends.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// The counters of `relay_visitor_resets_total`, which exist from the first scrape.
+    pub(super) fn reset_counters(&self) -> ResetCounters {
+        let by = |d| {
+            self.visitor_resets
+                .get_or_create(&[("direction", d)])
+                .clone()
+        };
+        ResetCounters {
+            to_client: by("to_client"),
+            from_client: by("from_client"),
+        }
     }
 
     /// Counts an offer; it stays counted as waiting until the returned value is dropped.

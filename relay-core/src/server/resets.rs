@@ -1,0 +1,182 @@
+//! Visitor resets on the relay (protocol version 3): telling the client about a visitor whose
+//! stream the relay dropped half-closed, and failing the writes of a visitor the client reset.
+//!
+//! yamux 0.14 says nothing when a stream whose write side is closed is dropped, and ignores
+//! the peer's later data for it: a client that is out of send credit on it (a download whose
+//! visitor half-closed and left) would wait for ever, holding its local connection. So the
+//! visitor's task, as it ends, leaves the visitor's id for the session task, which owns the
+//! control stream's writes and sends `RelayControl::Reset`. The same holds the other way: a
+//! client that drops such a stream sends `ClientControl::Reset`; the relay's writes on it then
+//! fail (a write parked for credit at once), which ends the visitor with a reset.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::protocol::{MUX_MAX_STREAMS, OLDEST_PROTOCOL_VERSION, RelayControl};
+use crate::reset::ResetSignal;
+
+/// The visitors of one session that the client may reset, and the way to tell the client.
+#[derive(Debug)]
+pub(super) struct Resets {
+    /// To the session task. `None` for a version-2 client, which has no such message.
+    to_client: Option<mpsc::Sender<u64>>,
+    visitors: Mutex<HashMap<u64, Arc<ResetSignal>>>,
+    from_client: Counter,
+}
+
+/// The session task's end: the visitors whose reset it must send.
+#[derive(Debug)]
+pub(super) struct Outbox {
+    queue: Option<mpsc::Receiver<u64>>,
+    sent: Counter,
+}
+
+/// `relay_visitor_resets_total` by direction.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ResetCounters {
+    pub(super) to_client: Counter,
+    pub(super) from_client: Counter,
+}
+
+impl Resets {
+    /// For a session whose client speaks `version`.
+    pub(super) fn new(version: u16, counters: ResetCounters) -> (Resets, Outbox) {
+        // Each visitor leaves at most one id, and the session task takes them as fast as the
+        // control stream takes frames, so with room for every stream a session may carry at
+        // once (visitors per tunnel are capped below that) the queue fills only when the
+        // client stops reading its control stream: it would not act on a reset then anyway,
+        // and a visitor task must never wait for it. (A bounded tokio channel allocates as it
+        // fills, so the room costs nothing up front.)
+        let (tx, rx) = if version > OLDEST_PROTOCOL_VERSION {
+            let (tx, rx) = mpsc::channel(MUX_MAX_STREAMS);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let resets = Resets {
+            to_client: tx,
+            visitors: Mutex::default(),
+            from_client: counters.from_client,
+        };
+        let outbox = Outbox {
+            queue: rx,
+            sent: counters.to_client,
+        };
+        (resets, outbox)
+    }
+
+    fn visitors(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ResetSignal>>> {
+        self.visitors.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Lets the client reset visitor `id` until the returned guard is dropped.
+    pub(super) fn register(&self, id: u64) -> Registered<'_> {
+        let signal = Arc::new(ResetSignal::default());
+        self.visitors().insert(id, signal.clone());
+        Registered {
+            resets: self,
+            id,
+            signal,
+        }
+    }
+
+    /// The client reset visitor `id`: writes on its stream fail from now on. An id no longer
+    /// known (the visitor ended meanwhile) is ignored.
+    pub(super) fn reset_by_client(&self, id: u64) {
+        let signal = self.visitors().remove(&id);
+        debug!(
+            visitor.id = id,
+            known = signal.is_some(),
+            "the client reset a visitor"
+        );
+        if let Some(signal) = signal {
+            self.from_client.inc();
+            signal.reset();
+        }
+    }
+
+    /// The visitor's task dropped its stream half-closed: the client must be told. Never waits.
+    pub(super) fn tell_client(&self, id: u64) {
+        if let Some(tx) = &self.to_client {
+            if tx.try_send(id).is_err() {
+                debug!(
+                    visitor.id = id,
+                    "the client reads no control frames; reset not sent"
+                );
+            }
+        }
+    }
+
+    /// Visitors registered now.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.visitors().len()
+    }
+}
+
+/// A visitor the client may reset; unregistered when dropped.
+#[derive(Debug)]
+pub(super) struct Registered<'a> {
+    resets: &'a Resets,
+    id: u64,
+    signal: Arc<ResetSignal>,
+}
+
+impl Registered<'_> {
+    /// What the visitor's stream watches.
+    pub(super) fn signal(&self) -> Arc<ResetSignal> {
+        self.signal.clone()
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.resets.visitors().remove(&self.id);
+    }
+}
+
+impl Outbox {
+    /// The next reset to send; never resolves for a version-2 client. Cancel-safe.
+    pub(super) async fn next(&mut self) -> RelayControl {
+        let next = match &mut self.queue {
+            Some(queue) => queue.recv().await,
+            None => None,
+        };
+        match next {
+            Some(visitor_id) => {
+                self.sent.inc();
+                RelayControl::Reset { visitor_id }
+            }
+            // Every sender is gone only when the session is, which ends this loop anyway.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_version_2_session_never_gets_a_reset_and_entries_go_with_their_visitor() {
+        let (resets, mut outbox) = Resets::new(2, ResetCounters::default());
+        resets.tell_client(1);
+        let next = futures::FutureExt::now_or_never(outbox.next());
+        assert!(next.is_none(), "nothing for a version-2 client");
+
+        let (resets, mut outbox) = Resets::new(3, ResetCounters::default());
+        {
+            let _one = resets.register(1);
+            let _two = resets.register(2);
+            assert_eq!(resets.len(), 2);
+        }
+        assert_eq!(resets.len(), 0, "registrations outlived their visitors");
+        resets.tell_client(7);
+        assert_eq!(outbox.next().await, RelayControl::Reset { visitor_id: 7 });
+        resets.reset_by_client(99); // unknown: ignored
+    }
+}
