@@ -7,20 +7,14 @@ mod common;
 
 use std::path::Path;
 
-use common::{Scratch, random_file, visible};
+use common::{Scratch, code, open_as_sender, random_file, visible};
 use filexfer::handshake::{Role, handshake};
 use filexfer::manifest::{Entry, EntryKind, Manifest};
 use filexfer::message::{Checkpoint, FileEnd, FileStart, Hello};
 use filexfer::record::{Kind, RecordBuf, RecordReader, RecordWriter};
-use filexfer::{Code, Error, NoProgress, ReceiveOptions, Source, receive_over, send_over};
+use filexfer::{Error, NoProgress, ReceiveOptions, Source, receive_over, send_over};
 use tokio::io::DuplexStream;
 use tokio_util::sync::CancellationToken;
-
-const CODE: &str = "7-abandon-ability-able";
-
-fn code() -> Code {
-    Code::parse(CODE).expect("code")
-}
 
 fn hello(version: u16) -> Hello {
     Hello {
@@ -41,23 +35,14 @@ enum Step {
 /// A sender of conversation `version` offering one file `f.bin` of `size` bytes, then sending
 /// `steps` if the receiver accepts. Returns the receiver's last record kind.
 async fn scripted_sender(
-    mut stream: DuplexStream,
+    stream: DuplexStream,
     version: u16,
     size: u64,
     steps: Vec<Step>,
 ) -> Option<Kind> {
-    let keys = handshake(&mut stream, &code(), Role::Sender)
-        .await
-        .expect("handshake");
-    let (rd, wr) = tokio::io::split(stream);
-    let mut writer = RecordWriter::new(wr, keys.sealer);
-    let mut reader = RecordReader::new(rd, keys.opener);
-    writer
-        .send(Kind::Hello, &hello(version).encode())
-        .await
-        .ok()?;
     let mut reply = RecordBuf::new(64 * 1024);
-    reader.read_record(&mut reply).await.ok()?;
+    let (mut writer, mut reader) =
+        open_as_sender(stream, &hello(version).encode(), &mut reply).await?;
     let manifest = Manifest {
         entries: vec![Entry {
             kind: EntryKind::File,

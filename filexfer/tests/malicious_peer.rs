@@ -6,20 +6,14 @@ mod common;
 
 use std::path::Path;
 
-use common::{Scratch, entries, visible};
+use common::{Scratch, code, entries, open_as_sender, visible};
 use filexfer::handshake::{Role, handshake};
 use filexfer::manifest::{Entry, EntryKind, Manifest};
 use filexfer::message::{FileStart, Hello};
 use filexfer::record::{Kind, RecordBuf, RecordReader, RecordWriter};
-use filexfer::{Code, Error, NoProgress, ReceiveOptions, receive_over};
+use filexfer::{Error, NoProgress, ReceiveOptions, receive_over};
 use tokio::io::DuplexStream;
 use tokio_util::sync::CancellationToken;
-
-const CODE: &str = "7-abandon-ability-able";
-
-fn code() -> Code {
-    Code::parse(CODE).expect("code")
-}
 
 async fn receive_into(stream: DuplexStream, outdir: &Path) -> filexfer::Result<filexfer::Received> {
     receive_with(stream, outdir, ReceiveOptions::default()).await
@@ -64,23 +58,10 @@ fn dir(path: &str) -> Entry {
 /// A peer that knows the code and offers `entries` as they are (no checks), then, if accepted,
 /// sends `data` as the first file's content: more than announced when `overrun`. Returns the
 /// receiver's first answer.
-async fn hostile_sender(
-    mut stream: DuplexStream,
-    entries: Vec<Entry>,
-    data: &[u8],
-) -> Option<Kind> {
-    let keys = handshake(&mut stream, &code(), Role::Sender)
-        .await
-        .expect("handshake");
-    let (rd, wr) = tokio::io::split(stream);
-    let mut writer = RecordWriter::new(wr, keys.sealer);
-    let mut reader = RecordReader::new(rd, keys.opener);
-    writer
-        .send(Kind::Hello, &Hello::ours().encode())
-        .await
-        .ok()?;
+async fn hostile_sender(stream: DuplexStream, entries: Vec<Entry>, data: &[u8]) -> Option<Kind> {
     let mut reply = RecordBuf::new(64 * 1024);
-    reader.read_record(&mut reply).await.ok()?;
+    let (mut writer, mut reader) =
+        open_as_sender(stream, &Hello::ours().encode(), &mut reply).await?;
     // Unchecked: encoded the way Manifest would, whatever the entries say.
     let manifest = Manifest {
         entries: entries.clone(),

@@ -312,3 +312,36 @@ impl Drop for Piped {
         let _ = self.child.wait();
     }
 }
+
+/// The code both ends of an in-memory conversation use.
+pub const CODE: &str = "7-abandon-ability-able";
+
+pub fn code() -> filexfer::Code {
+    filexfer::Code::parse(CODE).expect("code")
+}
+
+/// The two record streams of a scripted sender, a hand-written peer for tests.
+pub type Records = (
+    filexfer::record::RecordWriter<tokio::io::WriteHalf<tokio::io::DuplexStream>>,
+    filexfer::record::RecordReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
+);
+
+/// Opens a conversation as a scripted sender: the code's handshake, then `hello` (encoded),
+/// and the receiver's answer read into `reply`. `None` when the receiver went away.
+pub async fn open_as_sender(
+    mut stream: tokio::io::DuplexStream,
+    hello: &[u8],
+    reply: &mut filexfer::record::RecordBuf,
+) -> Option<Records> {
+    use filexfer::handshake::{Role, handshake};
+    use filexfer::record::{Kind, RecordReader, RecordWriter};
+    let keys = handshake(&mut stream, &code(), Role::Sender)
+        .await
+        .expect("handshake");
+    let (rd, wr) = tokio::io::split(stream);
+    let mut writer = RecordWriter::new(wr, keys.sealer);
+    let mut reader = RecordReader::new(rd, keys.opener);
+    writer.send(Kind::Hello, hello).await.ok()?;
+    reader.read_record(reply).await.ok()?;
+    Some((writer, reader))
+}
