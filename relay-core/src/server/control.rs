@@ -33,7 +33,7 @@ pub(super) async fn heartbeats(
                 let _ = tokio::time::timeout(liveness.silence_limit(), control.write_frame(&bye)).await;
                 return SessionEnd::RelayShutdown(reason);
             }
-            reset = outbox.next() => match control.write_frame(&reset).await {
+            reset = outbox.next(resets) => match control.write_frame(&reset).await {
                 Ok(()) => continue,
                 Err(e) => Err(e),
             },

@@ -9,11 +9,11 @@
 //! client that drops such a stream sends `ClientControl::Reset`; the relay's writes on it then
 //! fail (a write parked for credit at once), which ends the visitor with a reset.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::protocol::{MUX_MAX_STREAMS, OLDEST_PROTOCOL_VERSION, RelayControl};
@@ -22,16 +22,20 @@ use crate::reset::ResetSignal;
 /// The visitors of one session that the client may reset, and the way to tell the client.
 #[derive(Debug)]
 pub(super) struct Resets {
-    /// To the session task. `None` for a version-2 client, which has no such message.
-    to_client: Option<mpsc::Sender<u64>>,
+    /// Whether the client understands resets (version 3 and later).
+    tells_client: bool,
+    /// Visitors whose reset the session task must send. A queue of its own rather than a
+    /// channel: a tokio channel allocates its first block of slots when it is made, half a KiB
+    /// per session, idle sessions included; this holds nothing until a reset happens.
+    to_client: Mutex<VecDeque<u64>>,
+    queued: Notify,
     visitors: Mutex<HashMap<u64, Arc<ResetSignal>>>,
     from_client: Counter,
 }
 
-/// The session task's end: the visitors whose reset it must send.
+/// The session task's end: counts the resets it sends.
 #[derive(Debug)]
 pub(super) struct Outbox {
-    queue: Option<mpsc::Receiver<u64>>,
     sent: Counter,
 }
 
@@ -45,25 +49,14 @@ pub(super) struct ResetCounters {
 impl Resets {
     /// For a session whose client speaks `version`.
     pub(super) fn new(version: u16, counters: ResetCounters) -> (Resets, Outbox) {
-        // Each visitor leaves at most one id, and the session task takes them as fast as the
-        // control stream takes frames, so with room for every stream a session may carry at
-        // once (visitors per tunnel are capped below that) the queue fills only when the
-        // client stops reading its control stream: it would not act on a reset then anyway,
-        // and a visitor task must never wait for it. (A bounded tokio channel allocates as it
-        // fills, so the room costs nothing up front.)
-        let (tx, rx) = if version > OLDEST_PROTOCOL_VERSION {
-            let (tx, rx) = mpsc::channel(MUX_MAX_STREAMS);
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
         let resets = Resets {
-            to_client: tx,
+            tells_client: version > OLDEST_PROTOCOL_VERSION,
+            to_client: Mutex::default(),
+            queued: Notify::new(),
             visitors: Mutex::default(),
             from_client: counters.from_client,
         };
         let outbox = Outbox {
-            queue: rx,
             sent: counters.to_client,
         };
         (resets, outbox)
@@ -101,13 +94,47 @@ impl Resets {
 
     /// The visitor's task dropped its stream half-closed: the client must be told. Never waits.
     pub(super) fn tell_client(&self, id: u64) {
-        if let Some(tx) = &self.to_client {
-            if tx.try_send(id).is_err() {
-                debug!(
-                    visitor.id = id,
-                    "the client reads no control frames; reset not sent"
-                );
+        if !self.tells_client {
+            return;
+        }
+        // Each visitor leaves at most one id, and the session task takes them as fast as the
+        // control stream takes frames, so with room for every stream a session may carry at
+        // once (visitors per tunnel are capped below that) the queue fills only when the
+        // client stops reading its control stream: it would not act on a reset then anyway,
+        // and a visitor task must never wait for it.
+        let mut queue = self
+            .to_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if queue.len() >= MUX_MAX_STREAMS {
+            debug!(
+                visitor.id = id,
+                "the client reads no control frames; reset not sent"
+            );
+            return;
+        }
+        queue.push_back(id);
+        drop(queue);
+        self.queued.notify_one();
+    }
+
+    /// The next visitor whose reset the client must get; never resolves for a version-2
+    /// client. Cancel-safe: an id is taken only when it is returned.
+    async fn next_for_client(&self) -> u64 {
+        if !self.tells_client {
+            return std::future::pending().await;
+        }
+        loop {
+            let queued = self.queued.notified();
+            let next = self
+                .to_client
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            if let Some(id) = next {
+                return id;
             }
+            queued.await;
         }
     }
 
@@ -140,20 +167,12 @@ impl Drop for Registered<'_> {
 }
 
 impl Outbox {
-    /// The next reset to send; never resolves for a version-2 client. Cancel-safe.
-    pub(super) async fn next(&mut self) -> RelayControl {
-        let next = match &mut self.queue {
-            Some(queue) => queue.recv().await,
-            None => None,
-        };
-        match next {
-            Some(visitor_id) => {
-                self.sent.inc();
-                RelayControl::Reset { visitor_id }
-            }
-            // Every sender is gone only when the session is, which ends this loop anyway.
-            None => std::future::pending().await,
-        }
+    /// The next reset to send of `resets`' session; never resolves for a version-2 client.
+    /// Cancel-safe.
+    pub(super) async fn next(&mut self, resets: &Resets) -> RelayControl {
+        let visitor_id = resets.next_for_client().await;
+        self.sent.inc();
+        RelayControl::Reset { visitor_id }
     }
 }
 
@@ -165,7 +184,7 @@ mod tests {
     async fn a_version_2_session_never_gets_a_reset_and_entries_go_with_their_visitor() {
         let (resets, mut outbox) = Resets::new(2, ResetCounters::default());
         resets.tell_client(1);
-        let next = futures::FutureExt::now_or_never(outbox.next());
+        let next = futures::FutureExt::now_or_never(outbox.next(&resets));
         assert!(next.is_none(), "nothing for a version-2 client");
 
         let (resets, mut outbox) = Resets::new(3, ResetCounters::default());
@@ -176,7 +195,10 @@ mod tests {
         }
         assert_eq!(resets.len(), 0, "registrations outlived their visitors");
         resets.tell_client(7);
-        assert_eq!(outbox.next().await, RelayControl::Reset { visitor_id: 7 });
+        assert_eq!(
+            outbox.next(&resets).await,
+            RelayControl::Reset { visitor_id: 7 }
+        );
         resets.reset_by_client(99); // unknown: ignored
     }
 }
