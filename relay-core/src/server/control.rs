@@ -4,7 +4,7 @@
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::resets::{Outbox, Resets};
+use super::resets::Resets;
 use crate::codec::CodecError;
 use crate::ending::SessionEnd;
 use crate::frame::FramedConn;
@@ -20,7 +20,7 @@ pub(super) async fn heartbeats(
     liveness: &mut Liveness,
     relay_shutdown: &CancellationToken,
     closed: &[CancellationToken],
-    (outbox, resets): (&mut Outbox, &Resets),
+    resets: &Resets,
 ) -> SessionEnd {
     loop {
         let frame = tokio::select! {
@@ -33,7 +33,7 @@ pub(super) async fn heartbeats(
                 let _ = tokio::time::timeout(liveness.silence_limit(), control.write_frame(&bye)).await;
                 return SessionEnd::RelayShutdown(reason);
             }
-            reset = outbox.next(resets) => match control.write_frame(&reset).await {
+            reset = resets.next_for_client() => match control.write_frame(&reset).await {
                 Ok(()) => continue,
                 Err(e) => Err(e),
             },

@@ -29,14 +29,9 @@ pub(super) struct Resets {
     /// per session, idle sessions included; this holds nothing until a reset happens.
     to_client: Mutex<VecDeque<u64>>,
     queued: Notify,
+    sent_to_client: Counter,
     visitors: Mutex<HashMap<u64, Arc<ResetSignal>>>,
     from_client: Counter,
-}
-
-/// The session task's end: counts the resets it sends.
-#[derive(Debug)]
-pub(super) struct Outbox {
-    sent: Counter,
 }
 
 /// `relay_visitor_resets_total` by direction.
@@ -48,18 +43,15 @@ pub(super) struct ResetCounters {
 
 impl Resets {
     /// For a session whose client speaks `version`.
-    pub(super) fn new(version: u16, counters: ResetCounters) -> (Resets, Outbox) {
-        let resets = Resets {
+    pub(super) fn new(version: u16, counters: ResetCounters) -> Resets {
+        Resets {
             tells_client: version > OLDEST_PROTOCOL_VERSION,
             to_client: Mutex::default(),
             queued: Notify::new(),
+            sent_to_client: counters.to_client,
             visitors: Mutex::default(),
             from_client: counters.from_client,
-        };
-        let outbox = Outbox {
-            sent: counters.to_client,
-        };
-        (resets, outbox)
+        }
     }
 
     fn visitors(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ResetSignal>>> {
@@ -118,9 +110,9 @@ impl Resets {
         self.queued.notify_one();
     }
 
-    /// The next visitor whose reset the client must get; never resolves for a version-2
-    /// client. Cancel-safe: an id is taken only when it is returned.
-    async fn next_for_client(&self) -> u64 {
+    /// The next reset the session task must send; never resolves for a version-2 client.
+    /// Cancel-safe: an id is taken only when it is returned.
+    pub(super) async fn next_for_client(&self) -> RelayControl {
         if !self.tells_client {
             return std::future::pending().await;
         }
@@ -131,8 +123,9 @@ impl Resets {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop_front();
-            if let Some(id) = next {
-                return id;
+            if let Some(visitor_id) = next {
+                self.sent_to_client.inc();
+                return RelayControl::Reset { visitor_id };
             }
             queued.await;
         }
@@ -166,28 +159,18 @@ impl Drop for Registered<'_> {
     }
 }
 
-impl Outbox {
-    /// The next reset to send of `resets`' session; never resolves for a version-2 client.
-    /// Cancel-safe.
-    pub(super) async fn next(&mut self, resets: &Resets) -> RelayControl {
-        let visitor_id = resets.next_for_client().await;
-        self.sent.inc();
-        RelayControl::Reset { visitor_id }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn a_version_2_session_never_gets_a_reset_and_entries_go_with_their_visitor() {
-        let (resets, mut outbox) = Resets::new(2, ResetCounters::default());
+        let resets = Resets::new(2, ResetCounters::default());
         resets.tell_client(1);
-        let next = futures::FutureExt::now_or_never(outbox.next(&resets));
+        let next = futures::FutureExt::now_or_never(resets.next_for_client());
         assert!(next.is_none(), "nothing for a version-2 client");
 
-        let (resets, mut outbox) = Resets::new(3, ResetCounters::default());
+        let resets = Resets::new(3, ResetCounters::default());
         {
             let _one = resets.register(1);
             let _two = resets.register(2);
@@ -196,7 +179,7 @@ mod tests {
         assert_eq!(resets.len(), 0, "registrations outlived their visitors");
         resets.tell_client(7);
         assert_eq!(
-            outbox.next(&resets).await,
+            resets.next_for_client().await,
             RelayControl::Reset { visitor_id: 7 }
         );
         resets.reset_by_client(99); // unknown: ignored

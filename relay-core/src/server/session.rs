@@ -204,7 +204,7 @@ async fn serve(
         }
     };
     let cap = cap as usize;
-    let (resets, mut outbox) = Resets::new(version, shared.metrics.reset_counters());
+    let resets = Resets::new(version, shared.metrics.reset_counters());
     let tunnel = Arc::new(Tunnel {
         mux: mux.handle.clone(),
         visitors: AtomicU64::new(0),
@@ -238,7 +238,7 @@ async fn serve(
         },
     ));
     let first = tokio::select! {
-        end = heartbeats(&mut control, &mut liveness, &relay_shutdown, &closed, (&mut outbox, &tunnel.resets)) => Ok(end),
+        end = heartbeats(&mut control, &mut liveness, &relay_shutdown, &closed, &tunnel.resets) => Ok(end),
         _ = accepting => unreachable!("accept loops never end"),
         // Its queue closes when the connection ends.
         end = reject_extra_streams(&mut mux.inbound) => Err(end),
@@ -252,13 +252,12 @@ async fn serve(
         // A client that stops says goodbye just before it closes; the frame may still be
         // waiting in the control stream when the connection's end is noticed.
         Err(cut) => {
-            let resets = (&mut outbox, &tunnel.resets);
             let last = heartbeats(
                 &mut control,
                 &mut liveness,
                 &relay_shutdown,
                 &closed,
-                resets,
+                &tunnel.resets,
             );
             match tokio::time::timeout(LAST_WORD, last).await {
                 Ok(SessionEnd::PeerLeft) => SessionEnd::PeerLeft,
