@@ -9,8 +9,9 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tracing::warn;
 
+use super::public_addr::PublicAddr;
 use super::stream::TunnelStream;
-use super::tunnel::{PublicAddr, TunnelListener};
+use super::tunnel::TunnelListener;
 use super::visitor::Visitor;
 
 /// An address at either end of a tunnel: the `Addr` of [`TunnelListener`] as an

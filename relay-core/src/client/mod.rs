@@ -3,9 +3,11 @@
 
 #[cfg(feature = "axum")]
 mod axum;
+mod config;
 mod control;
 mod handle;
 mod incoming;
+mod public_addr;
 mod rendezvous;
 mod resets;
 mod session;
@@ -17,11 +19,13 @@ use std::time::Duration;
 
 #[cfg(feature = "axum")]
 pub use axum::TunnelAddr;
+pub use config::TunnelConfig;
 pub use handle::SessionHandle;
+pub use public_addr::PublicAddr;
 pub use rendezvous::{Offer, PairedStream, claim, claim_with, offer, offer_with};
 pub use session::Reconnect;
 pub use stream::TunnelStream;
-pub use tunnel::{Incoming, PublicAddr, TunnelConfig, TunnelListener};
+pub use tunnel::{Incoming, TunnelListener};
 pub use visitor::{IncomingVisitor, Visitor};
 
 use crate::auth::Token;

@@ -9,9 +9,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::config::TunnelConfig;
 use super::control::heartbeats;
+use super::public_addr::PublicAddr;
 use super::resets::{Inbox, Resets};
-use super::tunnel::{PublicAddr, TunnelConfig};
 use super::{ConnectConfig, handshake};
 use crate::ending::SessionEnd;
 use crate::error::{Error, Result};

@@ -2,10 +2,7 @@
 //! its address across lost connections.
 
 use std::fmt;
-use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -17,117 +14,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span};
 
-use super::ConnectConfig;
+use super::config::TunnelConfig;
 use super::handle::{SessionHandle, Shared};
 use super::incoming::Arrivals;
+use super::public_addr::PublicAddr;
 use super::resets::Resets;
-use super::session::{Reconnect, Supervisor, TunnelState, open, start};
+use super::session::{Supervisor, TunnelState, open, start};
 use super::stream::{Hold, TunnelStream};
 use super::visitor::{IncomingVisitor, Visitor};
-use crate::auth::Token;
 use crate::error::{Error, Result};
-use crate::net::{join_host_port, split_host_port};
-use crate::protocol::{DEFAULT_HANDSHAKE_TIMEOUT, MAX_TUNNELS_PER_SESSION, TunnelRequest};
-use crate::tls::ClientTls;
+use crate::net::split_host_port;
+use crate::protocol::{MAX_TUNNELS_PER_SESSION, TunnelRequest};
 
 /// What `accept` gives: a visitor's stream, and who the visitor is.
 type Accepted = (TunnelStream, Visitor);
-
-/// Settings of a tunnel client. `Default` gives the documented defaults.
-#[derive(Debug, Clone)]
-pub struct TunnelConfig {
-    /// Deadline for the handshake with the relay.
-    pub handshake_timeout: Duration,
-    /// The token the relay requires, if it requires one.
-    pub token: Option<Token>,
-    /// Speak TLS to the relay, checking its certificate this way; `None`: plain TCP.
-    pub tls: Option<ClientTls>,
-    /// Public port to ask for (granted when free); `None` takes any. For
-    /// [`TunnelListener::connect`]; [`TunnelListener::connect_many`] takes one per tunnel.
-    pub preferred_port: Option<u16>,
-    /// What to do when the session is lost: by default reconnect with backoff, asking for the
-    /// same ports again (the relay keeps them leased for a while).
-    pub reconnect: Reconnect,
-    /// Visitors announced but not yet taken up by `accept`, per tunnel; more are reset, like
-    /// connections that find a full listen backlog. (The relay also resets a visitor that is
-    /// not answered within its handshake timeout, 10 s by default.)
-    pub accept_backlog: usize,
-    /// How long a new substream may take to deliver its visitor header.
-    pub header_timeout: Duration,
-}
-
-impl Default for TunnelConfig {
-    fn default() -> Self {
-        TunnelConfig {
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            token: None,
-            tls: None,
-            preferred_port: None,
-            reconnect: Reconnect::default(),
-            accept_backlog: 1024,
-            header_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-        }
-    }
-}
-
-impl TunnelConfig {
-    pub(super) fn connect(&self) -> ConnectConfig {
-        ConnectConfig {
-            handshake_timeout: self.handshake_timeout,
-            token: self.token.clone(),
-            tls: self.tls.clone(),
-        }
-    }
-}
-
-/// Where visitors reach a tunnel: `host:port` (IPv6 hosts in brackets), what
-/// `TcpListener::local_addr` is for a local listener.
-///
-/// It prints as `host:port` and parses back from it, and resolves like a `host:port` string:
-///
-/// ```
-/// use relay_core::PublicAddr;
-///
-/// let addr: PublicAddr = "relay.example.com:40001".parse().unwrap();
-/// assert_eq!((addr.host.as_str(), addr.port), ("relay.example.com", 40001));
-/// assert_eq!(addr.to_string(), "relay.example.com:40001");
-/// let v6: PublicAddr = "[::1]:40001".parse().unwrap();
-/// assert_eq!((v6.host.as_str(), v6.to_string()), ("::1", "[::1]:40001".to_string()));
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PublicAddr {
-    /// The relay's advertised host name, or the host the client dialed (an IPv6 address
-    /// without brackets).
-    pub host: String,
-    /// The public port.
-    pub port: u16,
-}
-
-impl fmt::Display for PublicAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&join_host_port(&self.host, self.port))
-    }
-}
-
-impl FromStr for PublicAddr {
-    type Err = io::Error;
-
-    /// Parses `host:port` or `[v6]:port`.
-    fn from_str(s: &str) -> io::Result<Self> {
-        let (host, port) =
-            split_host_port(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        Ok(PublicAddr { host, port })
-    }
-}
-
-impl ToSocketAddrs for PublicAddr {
-    type Iter = std::vec::IntoIter<SocketAddr>;
-
-    /// Resolves the host (a blocking DNS lookup for a name), as `(host, port)` would.
-    fn to_socket_addrs(&self) -> io::Result<Self::Iter> {
-        (self.host.as_str(), self.port).to_socket_addrs()
-    }
-}
 
 /// A public address on a relay whose visitors arrive here, like connections on a
 /// `tokio::net::TcpListener`. Everything travels over one TCP connection to the relay; when
