@@ -20,8 +20,10 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 mod live;
+mod open;
 
 use live::{ACCEPTING, DRAINING, Live};
+pub(super) use open::{Open, SessionMetrics, VisitorMetrics};
 
 use super::handshake::Rejection;
 use super::resets::ResetCounters;
@@ -307,51 +309,6 @@ impl Metrics {
     /// A meter for one transfer (`a_to_b`: sender to receiver) that feeds the relay's totals.
     pub(super) fn transfer_meter(&self) -> Meter {
         Meter::with_parent(self.live.transfer_bytes.clone())
-    }
-}
-
-/// What one session's visitors update. Dropping it counts the session and its tunnels closed.
-#[derive(Debug)]
-pub(super) struct SessionMetrics {
-    _session: Open,
-    _tunnels: Open,
-    pub(super) visitors: VisitorMetrics,
-    /// The parent of the session's meter: the bytes of every session with the same token.
-    pub(super) bytes: Arc<Meter>,
-}
-
-/// The visitor counters of one token, resolved once per session.
-#[derive(Debug, Clone, Default)]
-pub(super) struct VisitorMetrics {
-    open: Gauge,
-    total: Counter,
-}
-
-impl VisitorMetrics {
-    /// Counts a visitor; it stays counted as connected until the returned value is dropped.
-    pub(super) fn opened(&self) -> Open {
-        self.total.inc();
-        Open::new(self.open.clone(), 1)
-    }
-}
-
-/// Holds a gauge up by `n` until dropped, so whatever way a task ends, it is counted out.
-#[derive(Debug)]
-pub(super) struct Open {
-    gauge: Gauge,
-    n: i64,
-}
-
-impl Open {
-    fn new(gauge: Gauge, n: i64) -> Self {
-        gauge.inc_by(n);
-        Open { gauge, n }
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.gauge.dec_by(self.n);
     }
 }
 
