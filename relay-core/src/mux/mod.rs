@@ -25,7 +25,6 @@ use yamux::{Connection, ConnectionError, Mode};
 use crate::ending::SessionEnd;
 use crate::protocol::MUX_MAX_STREAMS;
 
-mod frame_watch;
 mod inbound;
 mod session_io;
 mod substream;
