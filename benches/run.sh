@@ -45,24 +45,11 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/rbench.XXXXXX)
 RESULTS=$WORK/results.txt
 : >"$RESULTS"
-PIDS=()
-
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    [[ -n ${WATCHDOG:-} ]] && kill "$WATCHDOG" 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
-
-# The watchdog: the run ends after BENCH_MAX_SECS whatever happens.
-( sleep "$BENCH_MAX_SECS"; echo "run.sh: time limit of ${BENCH_MAX_SECS}s reached; stopping" >&2
-  kill -TERM $$ ) 2>/dev/null &
-WATCHDOG=$!
+NAME=run.sh
+MAX_SECS=$BENCH_MAX_SECS
+# Logging, the watchdog, and the processes stopped at exit by their ids.
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Tools, limits, build
@@ -101,53 +88,10 @@ cp "$CARGO_TARGET_DIR/release/loadgen" "$BIN/rb-loadgen"
 LG=$BIN/rb-loadgen
 
 # ---------------------------------------------------------------------------------------------
-# Process helpers
-
-start_bg() { # start_bg NAME CMD...: runs CMD in the background, logs in $WORK/NAME.{out,err}
-    local name=$1; shift
-    RUST_LOG=$BENCH_LOG "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-
-stop_pid() { kill -TERM "$1" 2>/dev/null || true; }
-
-first_line() { # first_line NAME: waits up to 10 s for the first stdout line of NAME
-    local i
-    for i in $(seq 100); do
-        if [[ -s $WORK/$1.out ]]; then head -n1 "$WORK/$1.out"; return 0; fi
-        sleep 0.1
-    done
-    echo "run.sh: $1 printed no address; its log:" >&2
-    tail -n 20 "$WORK/$1.err" >&2 || true
-    return 1
-}
-
-wait_port() { # wait_port PORT: waits up to 10 s for a listener on 127.0.0.1:PORT
-    local i
-    for i in $(seq 100); do
-        nc -z 127.0.0.1 "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "run.sh: nothing listens on 127.0.0.1:$1" >&2
-    return 1
-}
-
-free_port() { # a port below the ephemeral range with nothing listening on it
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 9000))
-        [[ -z $(ss -Hltn "( sport = :$p )" 2>/dev/null) ]] && { echo "$p"; return; }
-    done
-}
-
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || true; }
+# Results (start_bg, first_line, wait_port, free_port, field, rss_kib and cpu_ticks: lib.sh)
 
 put() { echo "$1 $2" >>"$RESULTS"; }
 get() { awk -v k="$1" '$1 == k {v = $2} END {print v}' "$RESULTS"; }
-field() { # field KEY LINE: the value of key=value in LINE
-    sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"
-}
 
 # ---------------------------------------------------------------------------------------------
 # Local servers (the "direct" targets, and what the tunnels forward to)
@@ -200,20 +144,18 @@ m_latency() { # m_latency SYS ECHO_ADDR
     log "  $sys connect: $out"
 }
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-
 # m_rate SYS KEY ECHO_ADDR TUNNEL_PIDS...: new visitors per second, and the CPU every process
 # spends per visitor (the load generator reports its own). The tunnel's processes (relay and
 # client) are listed; the echo server is always counted too.
 m_rate() {
     local sys=$1 key=$2 addr=$3 out p cpu0=0 cpu1=0 srv0 srv1 ok
     shift 3
-    for p in "$@"; do cpu0=$((cpu0 + $(ticks "$p"))); done
-    srv0=$(ticks "$ECHO_SRV_PID")
+    for p in "$@"; do cpu0=$((cpu0 + $(cpu_ticks "$p"))); done
+    srv0=$(cpu_ticks "$ECHO_SRV_PID")
     out=$(timeout $((RATE_SECS + 60)) "$LG" rate --addr "$addr" --seconds "$RATE_SECS" \
         --concurrency "$RATE_CONCURRENCY" 2>&1 | tail -n1 || true)
-    for p in "$@"; do cpu1=$((cpu1 + $(ticks "$p"))); done
-    srv1=$(ticks "$ECHO_SRV_PID")
+    for p in "$@"; do cpu1=$((cpu1 + $(cpu_ticks "$p"))); done
+    srv1=$(cpu_ticks "$ECHO_SRV_PID")
     ok=$(field ok "$out")
     put "$sys.$key" "$(field conns_per_s "$out")"; put "$sys.${key}_errors" "$(field errors "$out")"
     if [[ ${ok:-0} -gt 0 ]]; then
@@ -266,7 +208,7 @@ m_hold() {
 # start_relay FULL(0|1). With TLS=1 the relay serves a self-signed certificate and refuses
 # plain clients; every client pins the fingerprint the relay logged.
 start_relay() {
-    local port fp i cli=()
+    local port fp cli=()
     port=$(free_port)
     if [[ ${TLS:-0} == 1 ]]; then
         # The fingerprint is logged at info by the `relay` binary itself.
@@ -278,12 +220,7 @@ start_relay() {
     SRV_PID=$LAST_PID
     wait_port "$port"
     if [[ ${TLS:-0} == 1 ]]; then
-        for i in $(seq 100); do
-            fp=$(sed -n 's/.*fingerprint=\([0-9a-f]\{64\}\).*/\1/p' "$WORK/relay-$port.err" | head -n1)
-            [[ -n $fp ]] && break
-            sleep 0.1
-        done
-        [[ -n $fp ]] || { echo "run.sh: the TLS relay logged no fingerprint" >&2; return 1; }
+        fp=$(fingerprint "relay-$port")
         cli=(--tls-fingerprint "$fp")
     fi
     start_bg expose-echo-$port "$BIN/rb-expose" 127.0.0.1 "$port" "$ECHO" "${cli[@]}"
@@ -351,10 +288,9 @@ start_rathole() { # start_rathole FULL(0|1); one server and one client process, 
     [[ $1 == 1 ]] || true
 }
 
-stop_system() { # stops every process started since the mark
-    local p
-    for p in "${PIDS[@]:$1}"; do stop_pid "$p"; done
-    sleep 0.5
+stop_system() { # stop_system MARK: stops every process started since the mark
+    stop_since "$1"
+    sleep 0.5 # the pause the run has always left between one system and the next
 }
 
 suite() { # suite SYS: every figure except memory, against the current PUB_* addresses
