@@ -55,23 +55,15 @@ NEAR=wanb_$$_near
 FAR=wanb_$$_far
 NEAR_IP=10.77.0.1
 FAR_IP=10.77.0.2
-PIDS=()
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    sleep 0.5
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+NAME=wan.sh
+MAX_SECS=$BENCH_MAX_SECS
+# Logging, the watchdog, and the processes stopped at exit by their ids.
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+on_exit() {
     ip netns del "$NEAR" 2>/dev/null || true
     ip netns del "$FAR" 2>/dev/null || true
-    [[ -n ${WATCHDOG:-} ]] && kill "$WATCHDOG" 2>/dev/null || true
 }
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
-( sleep "$BENCH_MAX_SECS"; echo "wan.sh: time limit of ${BENCH_MAX_SECS}s reached; stopping" >&2
-  kill -TERM $$ ) 2>/dev/null &
-WATCHDOG=$!
 
 log "building release binaries"
 (cd "$ROOT" && cargo build --release -q -p relay-bin --bin relay --bin expose)
@@ -101,40 +93,21 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+# Also from lib.sh: first_line, stop_since.
 
-start_bg() { # start_bg NAME NS CMD...: logs in $WORK/NAME.{out,err}; sets LAST_PID
+start_in() { # start_in NAME NS CMD...: start_bg NAME, with CMD in network namespace NS
     local name=$1 ns=$2; shift 2
-    RUST_LOG=$BENCH_LOG ip netns exec "$ns" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
+    start_bg "$name" ip netns exec "$ns" "$@"
 }
 
-wait_port() { # wait_port NS IP PORT: up to 10 s for a listener
+wait_port_in() { # wait_port_in NS IP PORT: up to 10 s for a listener
     local i
     for i in $(seq 100); do
-        in_ns "$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null && return 0
+        ip netns exec "$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null && return 0
         sleep 0.1
     done
     echo "wan.sh: nothing listens on $2:$3 in $1" >&2
     return 1
-}
-
-first_line() { # first_line NAME: up to 10 s for the first stdout line of NAME
-    local i
-    for i in $(seq 100); do
-        [[ -s $WORK/$1.out ]] && { head -n1 "$WORK/$1.out"; return 0; }
-        sleep 0.1
-    done
-    echo "wan.sh: $1 printed no address; its log:" >&2
-    tail -n 20 "$WORK/$1.err" >&2 || true
-    return 1
-}
-
-stop_since() { # stop_since MARK: stops every process started since MARK
-    local p
-    for p in "${PIDS[@]:$1}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]:$1}"; do wait "$p" 2>/dev/null || true; done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -146,24 +119,24 @@ IPERF_PORT=5201
 # start_systems: iperf3 server in SRV_NS; relay (and peers' servers) in near; clients in SRV_NS.
 start_systems() {
     local srv_ip=$1 base
-    start_bg "iperf-$TAG" "$SRV_NS" iperf3 -s -J -p "$IPERF_PORT"
-    wait_port "$SRV_NS" 127.0.0.1 "$IPERF_PORT"
+    start_in "iperf-$TAG" "$SRV_NS" iperf3 -s -J -p "$IPERF_PORT"
+    wait_port_in "$SRV_NS" 127.0.0.1 "$IPERF_PORT"
     TARGET[direct]=$srv_ip:$IPERF_PORT
 
     # shellcheck disable=SC2086 # WAN_RELAY_ARGS is a list of flags
-    start_bg "relay-$TAG" "$NEAR" "$BIN/rb-server" "$NEAR_IP:7000" --ports 7001-7010 $WAN_RELAY_ARGS
-    wait_port "$NEAR" "$NEAR_IP" 7000
-    start_bg "expose-$TAG" "$SRV_NS" "$BIN/rb-expose" "$NEAR_IP" 7000 "127.0.0.1:$IPERF_PORT"
+    start_in "relay-$TAG" "$NEAR" "$BIN/rb-server" "$NEAR_IP:7000" --ports 7001-7010 $WAN_RELAY_ARGS
+    wait_port_in "$NEAR" "$NEAR_IP" 7000
+    start_in "expose-$TAG" "$SRV_NS" "$BIN/rb-expose" "$NEAR_IP" 7000 "127.0.0.1:$IPERF_PORT"
     TARGET[relay]=$(first_line "expose-$TAG")
 
     if [[ " ${SYSTEMS[*]} " == *" bore "* ]]; then
         base=7101
-        start_bg "bore-server-$TAG" "$NEAR" "$BENCH_TOOLS/bin/bore" server --bind-addr "$NEAR_IP" \
+        start_in "bore-server-$TAG" "$NEAR" "$BENCH_TOOLS/bin/bore" server --bind-addr "$NEAR_IP" \
             --min-port "$base" --max-port $((base + 5))
-        wait_port "$NEAR" "$NEAR_IP" 7835
-        start_bg "bore-local-$TAG" "$SRV_NS" "$BENCH_TOOLS/bin/bore" local "$IPERF_PORT" \
+        wait_port_in "$NEAR" "$NEAR_IP" 7835
+        start_in "bore-local-$TAG" "$SRV_NS" "$BENCH_TOOLS/bin/bore" local "$IPERF_PORT" \
             --local-host 127.0.0.1 --to "$NEAR_IP" --port "$base"
-        wait_port "$NEAR" "$NEAR_IP" "$base"
+        wait_port_in "$NEAR" "$NEAR_IP" "$base"
         TARGET[bore]=$NEAR_IP:$base
     fi
     if [[ " ${SYSTEMS[*]} " == *" rathole "* ]]; then
@@ -172,10 +145,10 @@ start_systems() {
             "$NEAR_IP" "$NEAR_IP" "$base" >"$WORK/rathole-server.toml"
         printf '[client]\nremote_addr = "%s:7200"\n[client.services.iperf]\ntoken = "bench"\nlocal_addr = "127.0.0.1:%s"\n' \
             "$NEAR_IP" "$IPERF_PORT" >"$WORK/rathole-client.toml"
-        start_bg "rathole-server-$TAG" "$NEAR" "$BENCH_TOOLS/bin/rathole" -s "$WORK/rathole-server.toml"
-        wait_port "$NEAR" "$NEAR_IP" 7200
-        start_bg "rathole-client-$TAG" "$SRV_NS" "$BENCH_TOOLS/bin/rathole" -c "$WORK/rathole-client.toml"
-        wait_port "$NEAR" "$NEAR_IP" "$base"
+        start_in "rathole-server-$TAG" "$NEAR" "$BENCH_TOOLS/bin/rathole" -s "$WORK/rathole-server.toml"
+        wait_port_in "$NEAR" "$NEAR_IP" 7200
+        start_in "rathole-client-$TAG" "$SRV_NS" "$BENCH_TOOLS/bin/rathole" -c "$WORK/rathole-client.toml"
+        wait_port_in "$NEAR" "$NEAR_IP" "$base"
         sleep 1 # the client registers its service after the server listens
         TARGET[rathole]=$NEAR_IP:$base
     fi
@@ -214,10 +187,9 @@ log "source: $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo u
 log "tcp_rmem $(sysctl -n net.ipv4.tcp_rmem | tr '\t' ' '), tcp_wmem $(sysctl -n net.ipv4.tcp_wmem | tr '\t' ' '), cc $(sysctl -n net.ipv4.tcp_congestion_control)"
 for RTT in $WAN_RTTS; do
     ip netns add "$NEAR"; ip netns add "$FAR"
-    python3 "$WANLINK" --near "$NEAR" --far "$FAR" --delay-ms "$(awk -v r="$RTT" 'BEGIN {print r / 2}')" \
-        --max-seconds "$BENCH_MAX_SECS" --tag "$$" >"$WORK/wanlink-$RTT.out" 2>"$WORK/wanlink-$RTT.err" &
-    LINK=$!
-    PIDS+=("$LINK")
+    start_bg "wanlink-$RTT" python3 "$WANLINK" --near "$NEAR" --far "$FAR" \
+        --delay-ms "$(awk -v r="$RTT" 'BEGIN {print r / 2}')" --max-seconds "$BENCH_MAX_SECS" --tag "$$"
+    LINK=$LAST_PID
     for i in $(seq 100); do grep -q ready "$WORK/wanlink-$RTT.out" 2>/dev/null && break; sleep 0.1; done
     grep -q ready "$WORK/wanlink-$RTT.out" || { echo "wan.sh: wanlink did not start" >&2; cat "$WORK/wanlink-$RTT.err" >&2; exit 1; }
     log "link up: ${RTT} ms RTT"
