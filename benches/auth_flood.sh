@@ -7,8 +7,8 @@
 #   SOURCES=1 benches/auth_flood.sh             # the same flood from one address
 #   PROFILE=release benches/auth_flood.sh       # with release binaries (build them first)
 #
-# Loopback only; bounded by SECONDS_RUN plus the attempts' own deadline. Only the relay this
-# script started is stopped, by its process id.
+# Loopback only; bounded by SECONDS_RUN plus the attempts' own deadline, and the whole run by
+# MAX_SECS. Only the processes this script started are stopped, by their process ids.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,30 +18,35 @@ RATE=${RATE:-1000}
 SECONDS_RUN=${SECONDS_RUN:-10}
 SOURCES=${SOURCES:-1000}
 THREADS=${THREADS:-2}
+# The relay's log level: its refusal lines are shown at the end.
+BENCH_LOG=${BENCH_LOG:-info}
+MAX_SECS=${MAX_SECS:-$((SECONDS_RUN + 120))} # the whole run, whatever happens
 
 for b in relay loadgen; do
     [[ -x $BIN/$b ]] || { echo "missing $BIN/$b; build it first (cargo build --bins)" >&2; exit 1; }
 done
 
-log=$(mktemp)
-RELAY_TOKEN=auth-flood-benchmark-secret "$BIN/relay" 127.0.0.1:0 --threads "$THREADS" 2>"$log" &
-relay=$!
-trap 'kill "$relay" 2>/dev/null || true; wait "$relay" 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 100); do
-    grep -q "relay listening" "$log" && break
-    sleep 0.1
-done
-addr=$(grep -o 'control=[0-9.:]*' "$log" | head -1 | cut -d= -f2)
-[[ -n $addr ]] || { echo "relay did not start:" >&2; cat "$log" >&2; exit 1; }
+WORK=$(mktemp -d /tmp/authflood.XXXXXX)
+NAME=auth_flood.sh
+# The watchdog, and the processes stopped at exit by their ids.
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+on_exit() { rm -rf "$WORK"; }
+
+RELAY_TOKEN=auth-flood-benchmark-secret start_bg relay "$BIN/relay" 127.0.0.1:0 --threads "$THREADS"
+relay=$LAST_PID
+addr=$(relay_addr relay)
 
 ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$relay/stat"; }
-rss() { awk '/^VmRSS/ {print $2}' "/proc/$relay/status"; }
+# Readings of the relay; one that is gone ends the run.
+cpu() { kill -0 "$relay" && cpu_ticks "$relay"; }
+rss() { kill -0 "$relay" && rss_kib "$relay"; }
 rss_idle=$(rss)
 cpu_before=$(cpu)
 peak=$rss_idle
 "$BIN/loadgen" auth --addr "$addr" --rate "$RATE" --seconds "$SECONDS_RUN" --sources "$SOURCES" &
 load=$!
+PIDS+=("$load")
 start=$(date +%s.%N)
 while kill -0 "$load" 2>/dev/null; do
     now=$(rss); (( now > peak )) && peak=$now
@@ -53,4 +58,4 @@ cpu_after=$(cpu)
 cpu_s=$(echo "scale=2; ($cpu_after - $cpu_before) / $ticks" | bc)
 util=$(echo "scale=1; 100 * $cpu_s / $elapsed" | bc)
 echo "relay profile=$PROFILE threads=$THREADS rss_idle_kib=$rss_idle rss_peak_kib=$peak rss_after_kib=$(rss) cpu_s=$cpu_s wall_s=$elapsed cpu_pct_of_one_core=$util"
-grep -E "auth_failed|more refusals" "$log" | tail -3 || true
+grep -E "auth_failed|more refusals" "$WORK/relay.err" | tail -3 || true

@@ -8,7 +8,8 @@
 #   RELAY_BIN=/path/to/relay benches/sessions.sh  # another relay build (before/after runs)
 #
 # Release binaries (built first: cargo build --release -p relay-bin -p relay-benches). Loopback
-# only; every wait is bounded; only the processes this script started are stopped, by their ids.
+# only; every wait is bounded, and the whole run by MAX_SECS; only the processes this script
+# started are stopped, by their ids.
 # Prints one `sessions ...` line of key=value figures (KiB, seconds): resident memory per session
 # at each step, CPU per heartbeat interval at the top step, and how much of the sessions'
 # memory the relay handed back once they all closed (`returned_pct`, of the top step's growth).
@@ -22,6 +23,9 @@ STEPS=${STEPS:-1000,5000,10000}
 HEARTBEAT=${HEARTBEAT:-10s}     # the relay's default
 CPU_INTERVALS=${CPU_INTERVALS:-3} # heartbeat intervals over which CPU is measured at the top step
 SETTLE=${SETTLE:-3}             # seconds for the relay to settle before a memory reading
+# The relay's log level: its "session closed" lines (info) are counted below.
+BENCH_LOG=${BENCH_LOG:-info}
+MAX_SECS=${MAX_SECS:-3600}      # the whole run, whatever happens
 
 for b in "$RELAY_BIN" "$LOADGEN"; do
     [[ -x $b ]] || { echo "sessions.sh: missing $b; build it first" >&2; exit 1; }
@@ -43,37 +47,29 @@ if (( $(ulimit -n) < want_fds )); then
     fi
 fi
 
-work=$(mktemp -d /tmp/sessions.XXXXXX)
-relay=""; load=""
-cleanup() {
-    [[ -n $load ]] && kill "$load" 2>/dev/null || true
-    [[ -n $relay ]] && kill "$relay" 2>/dev/null || true
-    [[ -n $load ]] && wait "$load" 2>/dev/null || true
-    [[ -n $relay ]] && wait "$relay" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+WORK=$(mktemp -d /tmp/sessions.XXXXXX)
+NAME=sessions.sh
+# Logging, the watchdog, and the processes stopped at exit by their ids.
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+on_exit() { rm -rf "$WORK"; }
 
 # Public ports below the ephemeral range, one per session; the session cap above the top step.
-"$RELAY_BIN" 127.0.0.1:0 --ports 20000-$((20000 + top + 999)) --max-sessions $((top + 256)) \
-    --heartbeat "$HEARTBEAT" 2>"$work/relay.log" &
-relay=$!
-for _ in $(seq 100); do
-    grep -q "relay listening" "$work/relay.log" && break
-    sleep 0.1
-done
-addr=$(grep -o 'control=[0-9.:]*' "$work/relay.log" | head -1 | cut -d= -f2)
-[[ -n $addr ]] || { echo "sessions.sh: relay did not start:" >&2; cat "$work/relay.log" >&2; exit 1; }
+start_bg relay "$RELAY_BIN" 127.0.0.1:0 --ports 20000-$((20000 + top + 999)) \
+    --max-sessions $((top + 256)) --heartbeat "$HEARTBEAT"
+relay=$LAST_PID
+addr=$(relay_addr relay)
 
 ticks=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$relay/stat"; }
-rss() { awk '/^VmRSS/ {print $2}' "/proc/$relay/status"; }
+# Readings of the relay; one that is gone ends the run.
+cpu() { kill -0 "$relay" && cpu_ticks "$relay"; }
+rss() { kill -0 "$relay" && rss_kib "$relay"; }
 tcp_pages() { awk '/^TCP:/ {for (i = 1; i < NF; i++) if ($i == "mem") print $(i + 1)}' /proc/net/sockstat; }
 wait_line() { # wait_line PATTERN SECONDS: until loadgen printed a line matching PATTERN
     local deadline=$((SECONDS + $2))
-    until grep -q "$1" "$work/load.out"; do
-        (( SECONDS < deadline )) || { echo "sessions.sh: no '$1' from loadgen in $2 s" >&2; cat "$work/load.out" "$work/load.err" >&2; exit 1; }
-        kill -0 "$load" 2>/dev/null || { echo "sessions.sh: loadgen ended early" >&2; cat "$work/load.out" "$work/load.err" >&2; exit 1; }
+    until grep -q "$1" "$WORK/load.out"; do
+        (( SECONDS < deadline )) || { echo "sessions.sh: no '$1' from loadgen in $2 s" >&2; cat "$WORK/load.out" "$WORK/load.err" >&2; exit 1; }
+        kill -0 "$load" 2>/dev/null || { echo "sessions.sh: loadgen ended early" >&2; cat "$WORK/load.out" "$WORK/load.err" >&2; exit 1; }
         sleep 0.2
     done
 }
@@ -81,8 +77,8 @@ wait_line() { # wait_line PATTERN SECONDS: until loadgen printed a line matching
 sleep "$SETTLE"
 idle=$(rss)
 tcp_idle=$(tcp_pages)
-"$LOADGEN" sessions --addr "$addr" --steps "$STEPS" --hold-seconds 600 >"$work/load.out" 2>"$work/load.err" &
-load=$!
+start_bg load "$LOADGEN" sessions --addr "$addr" --steps "$STEPS" --hold-seconds 600
+load=$LAST_PID
 out="sessions relay_idle_kib=$idle"
 IFS=, read -r -a steps <<<"$STEPS"
 for n in "${steps[@]}"; do
@@ -95,9 +91,9 @@ for n in "${steps[@]}"; do
     if [[ $n == "$top" ]]; then
         # CPU spent while every session only keeps its heartbeat.
         iv=$(sed 's/s$//' <<<"$HEARTBEAT")
-        before=$(cpu_ticks)
+        before=$(cpu)
         sleep $((iv * CPU_INTERVALS))
-        after=$(cpu_ticks)
+        after=$(cpu)
         out+=" cpu_s_per_heartbeat_${n}=$(echo "scale=3; ($after - $before) / $ticks / $CPU_INTERVALS" | bc)"
         out+=" cpu_us_per_session_heartbeat=$(echo "scale=1; ($after - $before) * 1000000 / $ticks / $CPU_INTERVALS / $n" | bc)"
     fi
@@ -105,12 +101,11 @@ for n in "${steps[@]}"; do
 done
 wait_line "^closed" 120
 wait "$load" || true
-load=""
 # Closed sessions leave the relay's tables as their tasks end; give it a bounded moment.
 deadline=$((SECONDS + 30))
-while (( SECONDS < deadline )) && (( $(grep -c "session closed" "$work/relay.log") < top )); do sleep 0.5; done
+while (( SECONDS < deadline )) && (( $(grep -c "session closed" "$WORK/relay.err") < top )); do sleep 0.5; done
 sleep "$SETTLE"
 closed_rss=$(rss)
-out+=" rss_after_close_kib=$closed_rss returned_pct=$(( (r - closed_rss) * 100 / (r - idle) )) $(grep -o 'heartbeats=[0-9]* failed=[0-9]*' "$work/load.out")"
-out+=" errors=$(grep -o 'errors=[0-9]*' "$work/load.out" | tail -1 | cut -d= -f2)"
+out+=" rss_after_close_kib=$closed_rss returned_pct=$(( (r - closed_rss) * 100 / (r - idle) )) $(grep -o 'heartbeats=[0-9]* failed=[0-9]*' "$WORK/load.out")"
+out+=" errors=$(grep -o 'errors=[0-9]*' "$WORK/load.out" | tail -1 | cut -d= -f2)"
 echo "$out"
