@@ -59,7 +59,7 @@ ECHO=$(first_line echo-srv)
 
 declare -A ADDR SPID CPID
 start_system() { # start_system BUILD TLS(0|1): relay, expose to the echo server, echoserver
-    local b=$1 tls=$2 dir=${BUILD_DIR[$1]} port fp="" i cli=() key=$1$([[ $2 == 1 ]] && echo -tls)
+    local b=$1 tls=$2 dir=${BUILD_DIR[$1]} port fp="" cli=() key=$1$([[ $2 == 1 ]] && echo -tls)
     port=$(free_port)
     if [[ $tls == 1 ]]; then
         BENCH_LOG="$BENCH_LOG,relay=info" start_bg "srv-$key" "$dir/rt-server" "127.0.0.1:$port" --tls-self-signed --require-tls
@@ -69,10 +69,7 @@ start_system() { # start_system BUILD TLS(0|1): relay, expose to the echo server
     local srv=$LAST_PID
     wait_port "$port"
     if [[ $tls == 1 ]]; then
-        for i in $(seq 100); do
-            fp=$(sed -n 's/.*fingerprint=\([0-9a-f]\{64\}\).*/\1/p' "$WORK/srv-$key.err" | head -n1)
-            [[ -n $fp ]] && break; sleep 0.1
-        done
+        fp=$(fingerprint "srv-$key")
         cli=(--tls-fingerprint "$fp")
     fi
     start_bg "expose-$key" "$dir/rt-expose" 127.0.0.1 "$port" "$ECHO" "${cli[@]}"

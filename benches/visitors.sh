@@ -59,7 +59,7 @@ ADDR[direct]=$BENCH
 SYSTEMS=(direct)
 
 start_ours() { # start_ours NAME DIR TLS(0|1)
-    local name=$1 dir=$2 tls=$3 port fp="" i cli=()
+    local name=$1 dir=$2 tls=$3 port fp="" cli=()
     port=$(free_port)
     if [[ $tls == 1 ]]; then
         BENCH_LOG="$BENCH_LOG,relay=info" start_bg "srv-$name" "$dir/vb-server" "127.0.0.1:$port" --tls-self-signed --require-tls
@@ -68,10 +68,7 @@ start_ours() { # start_ours NAME DIR TLS(0|1)
     fi
     wait_port "$port"
     if [[ $tls == 1 ]]; then
-        for i in $(seq 100); do
-            fp=$(sed -n 's/.*fingerprint=\([0-9a-f]\{64\}\).*/\1/p' "$WORK/srv-$name.err" | head -n1)
-            [[ -n $fp ]] && break; sleep 0.1
-        done
+        fp=$(fingerprint "srv-$name")
         cli=(--tls-fingerprint "$fp")
     fi
     start_bg "expose-$name" "$dir/vb-expose" 127.0.0.1 "$port" "$BENCH" "${cli[@]}"
