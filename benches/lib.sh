@@ -62,3 +62,14 @@ field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || true; }
 # cpu_ticks PID: user + system CPU time PID has used, in clock ticks; 0 once PID is gone.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# install_peers: bore and rathole into $BENCH_TOOLS when missing (cargo install: minutes of
+# compiling the first time); the caller leaves out one that did not install.
+install_peers() { local tool bin extra
+    for tool in bore-cli rathole; do
+        bin=${tool%-cli}
+        [[ -x $BENCH_TOOLS/bin/$bin ]] && continue
+        log "installing $tool into $BENCH_TOOLS (several minutes of compiling)"
+        extra=()
+        [[ $tool == rathole ]] && extra=(--no-default-features --features server,client)
+        timeout 1800 cargo install -q --root "$BENCH_TOOLS" "$tool" "${extra[@]}" || true
+    done; }

@@ -367,15 +367,7 @@ m_latency relay_tls_es "$PUB_ECHOSERVER"
 stop_system "$MARK"
 
 if [[ $BENCH_PEERS == 1 ]]; then
-    for tool in bore-cli rathole; do
-        bin=${tool%-cli}
-        if [[ ! -x $BENCH_TOOLS/bin/$bin ]]; then
-            log "installing $tool into $BENCH_TOOLS (several minutes of compiling)"
-            extra=()
-            [[ $tool == rathole ]] && extra=(--no-default-features --features server,client)
-            timeout 1800 cargo install -q --root "$BENCH_TOOLS" "$tool" "${extra[@]}" || true
-        fi
-    done
+    install_peers
     for peer in bore rathole; do
         if [[ -x $BENCH_TOOLS/bin/$peer ]]; then
             log "$peer: $("$BENCH_TOOLS/bin/$peer" --version 2>&1 | tr '\n' ' ')"

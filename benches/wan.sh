@@ -75,14 +75,8 @@ cp "$CARGO_TARGET_DIR/release/expose" "$BIN/rb-expose"
 
 SYSTEMS=(direct relay)
 if [[ $BENCH_PEERS == 1 ]]; then
-    for tool in bore-cli rathole; do
-        bin=${tool%-cli}
-        if [[ ! -x $BENCH_TOOLS/bin/$bin ]]; then
-            log "installing $tool into $BENCH_TOOLS (several minutes of compiling)"
-            extra=()
-            [[ $tool == rathole ]] && extra=(--no-default-features --features server,client)
-            timeout 1800 cargo install -q --root "$BENCH_TOOLS" "$tool" "${extra[@]}" || true
-        fi
+    install_peers
+    for bin in bore rathole; do
         if [[ -x $BENCH_TOOLS/bin/$bin ]]; then
             SYSTEMS+=("$bin")
             log "$bin: $("$BENCH_TOOLS/bin/$bin" --version 2>&1 | tr '\n' ' ')"
