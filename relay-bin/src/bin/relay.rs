@@ -162,6 +162,12 @@ struct Args {
           default_value = "auto")]
     visitor_recv_buffer: relay_bin::BufferSize,
 
+    /// Visitors at once whose auto-tuned send buffer may grow past net.ipv4.tcp_wmem's maximum
+    /// (to twice net.core.wmem_max) once they fill it, so downloads over long, fast paths keep
+    /// the path full; 0: never. Only with --visitor-send-buffer auto.
+    #[arg(long, env = "RELAY_WIDE_VISITORS", value_name = "N", default_value_t = server::WIDE_VISITORS)]
+    wide_visitors: usize,
+
     /// Serve Prometheus metrics at /metrics and a health check at /healthz (200 while
     /// accepting, 503 while draining) on PORT, HOST:PORT or [V6]:PORT [default: off].
     #[arg(long, env = "RELAY_METRICS", value_name = "ADDR")]
@@ -227,6 +233,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cluster,
         visitor_send_buffer: args.visitor_send_buffer.0,
         visitor_recv_buffer: args.visitor_recv_buffer.0,
+        wide_visitors: args.wide_visitors,
     };
     let workers = Workers::start(args.threads).context("cannot start worker threads")?;
     let relay = RelayServer::new(listener, config)

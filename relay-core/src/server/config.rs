@@ -11,6 +11,7 @@ pub use super::budget::{
 use super::cluster::Cluster;
 use super::per_addr::{AddrLimits, PerAddrLimits};
 use super::proxied::TrustedNet;
+pub use super::wide::WIDE_VISITORS;
 use crate::protocol::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_FRAME_LEN, MAX_FRAME_LEN,
     MAX_VISITORS_PER_TUNNEL,
@@ -106,6 +107,12 @@ pub struct RelayConfig {
     /// this much in the relay's kernel (auto-tuned: at most `net.ipv4.tcp_rmem`'s maximum).
     /// Default [`VISITOR_RECV_BUFFER`] (auto).
     pub visitor_recv_buffer: Option<usize>,
+    /// Visitors at once whose auto-tuned send buffer the relay may lift past the kernel's
+    /// auto-tuning ceiling (`net.ipv4.tcp_wmem`'s maximum) to twice `net.core.wmem_max`, once
+    /// they fill it: downloads over long, fast paths then keep their path full. 0: never. Has
+    /// no effect with a fixed [`visitor_send_buffer`](Self::visitor_send_buffer), or where
+    /// `wmem_max` is not above half the ceiling. Default [`WIDE_VISITORS`].
+    pub wide_visitors: usize,
 }
 
 impl Default for RelayConfig {
@@ -134,6 +141,7 @@ impl Default for RelayConfig {
             cluster: None,
             visitor_send_buffer: VISITOR_SEND_BUFFER,
             visitor_recv_buffer: VISITOR_RECV_BUFFER,
+            wide_visitors: WIDE_VISITORS,
         }
     }
 }

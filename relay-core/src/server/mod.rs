@@ -39,6 +39,7 @@ mod strikes;
 mod task_size;
 mod usage;
 mod visitor;
+mod wide;
 
 use std::io;
 use std::net::SocketAddr;
@@ -61,6 +62,7 @@ pub use config::*;
 pub use metrics::RelayMetrics;
 pub use per_addr::{AddrGroup, PerAddrLimits, default_share};
 pub use proxied::TrustedNet;
+pub use wide::WidePool;
 
 use connection::handle_connection;
 
@@ -140,6 +142,8 @@ struct Shared {
     tasks: TaskTracker,
     /// Cancelled when the drain deadline has passed: whatever still runs is cut (reset).
     hard_stop: CancellationToken,
+    /// Lifts of visitor send buffers past auto-tuning; `None` where they are off.
+    wide: Option<Arc<WidePool>>,
 }
 
 impl Shared {
@@ -172,6 +176,10 @@ impl RelayServer {
             next_id: AtomicU64::new(1),
             tasks: TaskTracker::new(),
             hard_stop: CancellationToken::new(),
+            wide: match config.visitor_send_buffer {
+                None => WidePool::for_host(config.wide_visitors),
+                Some(_) => None,
+            },
             config,
         };
         Ok(RelayServer {

@@ -18,6 +18,7 @@ use super::metrics::{SessionMetrics, VisitorMetrics};
 use super::per_addr::AddrGroup;
 use super::refusals::Refusal;
 use super::resets::Resets;
+use super::wide::WidePool;
 use super::{Shared, admission};
 use crate::ending::{Peer, SessionEnd};
 use crate::frame::FramedConn;
@@ -48,6 +49,8 @@ pub(super) struct Tunnel {
     pub(super) answer_timeout: Duration,
     /// Socket buffer sizes for its visitors.
     pub(super) buffers: VisitorBuffers,
+    /// Where its visitors' send buffers may be lifted from (see `wide`).
+    pub(super) wide: Option<Arc<WidePool>>,
     /// Visitors the client may reset, and how the client learns of the relay's resets.
     pub(super) resets: Resets,
 }
@@ -213,6 +216,7 @@ async fn serve(
         session: session.clone(),
         answer_timeout: config.handshake_timeout,
         buffers: config.visitor_buffers(),
+        wide: shared.wide.clone(),
         resets,
     });
     let limits: Vec<Arc<Semaphore>> = ports

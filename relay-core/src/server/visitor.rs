@@ -14,6 +14,7 @@ use tracing::debug;
 
 use super::budget::tune_visitor_socket;
 use super::session::Tunnel;
+use super::wide::WideSocket;
 use crate::codec::{self, CodecError};
 use crate::frame::FrameReader;
 use crate::mux::Substream;
@@ -101,7 +102,8 @@ async fn forward(
         timeout: answer_timeout,
         reset,
     };
-    let spliced = splice(tcp, &mut stream, meter).await;
+    let mut tcp = WideSocket::new(tcp, tunnel.wide.clone());
+    let spliced = splice(&mut tcp, &mut stream, meter).await;
     *silent_drop = stream.inner.drop_is_silent();
     spliced
 }
