@@ -89,6 +89,7 @@ pub mod server;
 pub mod splice;
 pub mod tls;
 pub mod transport;
+mod wide;
 
 #[cfg(feature = "axum")]
 pub use client::TunnelAddr;

@@ -6,6 +6,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -17,14 +18,16 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::protocol::{MAGIC, PREFACE_LEN, Reply, parse_preface};
 use crate::tls::{BINDING_LABEL, ClientTls, PinMismatch, ServerTls};
+use crate::wide::{Lift, WidePool};
 
 /// Read buffer under TLS. rustls reads at most 4 KiB per call; without a buffer that is four
 /// syscalls per 16 KiB record. One 32 KiB read serves about two records.
 const TLS_READ_BUFFER: usize = 32 * 1024;
 
-/// A connection to or from the relay's control port.
+/// A connection to or from the relay's control port, and what lifts its send buffer
+/// ([`Conn::lift_send_buffer`]).
 #[derive(Debug)]
-pub struct Conn(Inner);
+pub struct Conn(Inner, Option<Box<Lift>>);
 
 #[derive(Debug)]
 enum Inner {
@@ -32,10 +35,19 @@ enum Inner {
     Tls(Box<TlsStream<TcpIo>>),
 }
 
+impl Inner {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Inner::Plain(tcp) => tcp,
+            Inner::Tls(tls) => &tls.get_ref().0.tcp,
+        }
+    }
+}
+
 impl Conn {
     /// A plain TCP connection.
     pub fn plain(tcp: TcpStream) -> Self {
-        Conn(Inner::Plain(tcp))
+        Conn(Inner::Plain(tcp), None)
     }
 
     /// Whether the bytes travel inside TLS.
@@ -46,17 +58,20 @@ impl Conn {
     /// The TCP socket underneath, for socket options and addresses. Reading or writing it
     /// directly would corrupt a TLS stream.
     pub fn tcp(&self) -> &TcpStream {
-        match &self.0 {
-            Inner::Plain(tcp) => tcp,
-            Inner::Tls(tls) => &tls.get_ref().0.tcp,
-        }
+        self.0.tcp()
+    }
+
+    /// Lets the connection lift its send buffer past auto-tuning once it fills it, with a slot
+    /// from `pool` (see [`crate::wide`]); `None` turns that off.
+    pub(crate) fn lift_send_buffer(&mut self, pool: Option<Arc<WidePool>>) {
+        self.1 = pool.map(|pool| Box::new(Lift::new(Some(pool))));
     }
 
     /// The plain TCP stream, if this connection is not TLS.
     pub fn into_plain(self) -> std::result::Result<TcpStream, Conn> {
         match self.0 {
             Inner::Plain(tcp) => Ok(tcp),
-            tls => Err(Conn(tls)),
+            tls => Err(Conn(tls, self.1)),
         }
     }
 
@@ -106,7 +121,7 @@ fn rehome(tcp: &mut TcpStream) -> io::Result<()> {
 /// Runs the relay's side of a TLS handshake on a connection whose first byte said TLS.
 pub async fn accept_tls(tcp: TcpStream, tls: &ServerTls) -> io::Result<Conn> {
     let stream = tls.acceptor().accept(TcpIo::new(tcp)).await?;
-    Ok(Conn(Inner::Tls(Box::new(stream.into()))))
+    Ok(Conn(Inner::Tls(Box::new(stream.into())), None))
 }
 
 /// Runs the client's side of a TLS handshake with the relay at `relay` (`HOST:PORT`).
@@ -119,7 +134,7 @@ pub async fn connect_tls(relay: &str, tcp: TcpStream, tls: &ClientTls) -> Result
         .into_fallible()
         .await
     {
-        Ok(stream) => Ok(Conn(Inner::Tls(Box::new(stream.into())))),
+        Ok(stream) => Ok(Conn(Inner::Tls(Box::new(stream.into())), None)),
         Err((e, io)) => Err(handshake_failed(relay, &e, io.first_bytes())),
     }
 }
@@ -253,7 +268,7 @@ impl AsyncWrite for TcpIo {
 }
 
 macro_rules! forward {
-    ($self:ident, $s:ident => $e:expr) => {
+    ($self:expr, $s:ident => $e:expr) => {
         match &mut $self.get_mut().0 {
             Inner::Plain($s) => {
                 let $s = Pin::new($s);
@@ -277,21 +292,34 @@ impl AsyncRead for Conn {
     }
 }
 
+impl Conn {
+    #[inline]
+    fn lift_after(&mut self, result: &Poll<io::Result<usize>>) {
+        if let Some(lift) = &mut self.1 {
+            lift.after_write(self.0.tcp(), result);
+        }
+    }
+}
+
 impl AsyncWrite for Conn {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        forward!(self, s => s.poll_write(cx, buf))
+        let result = forward!(self.as_mut(), s => s.poll_write(cx, buf));
+        self.lift_after(&result);
+        result
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        forward!(self, s => s.poll_write_vectored(cx, bufs))
+        let result = forward!(self.as_mut(), s => s.poll_write_vectored(cx, bufs));
+        self.lift_after(&result);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,6 +24,7 @@ use crate::protocol::{
     ClientControl, DEFAULT_MAX_FRAME_LEN, Hello, LeaseSecret, Reply, TunnelRequest, Welcome,
 };
 use crate::transport::Conn;
+use crate::wide::WidePool;
 
 /// How long a lost session waits for the relay's last control frame, to report its reason.
 const LAST_WORD: Duration = Duration::from_millis(100);
@@ -131,7 +133,10 @@ pub(super) async fn start(
     let span = info_span!("session", session.id = welcome.session_id);
     // The relay may open visitors' substreams right after its welcome: bytes read with the
     // welcome already belong to yamux.
-    let (sock, early) = conn.into_parts();
+    let (mut sock, early) = conn.into_parts();
+    // Every visitor's download from a far relay crosses this socket: it may grow past
+    // auto-tuning once it fills up (the client's only socket of the kind, so a pool of one).
+    sock.lift_send_buffer(WidePool::for_host(1, Gauge::default()));
     let (handle, driver) = mux::start_into(sock, &early, Role::Dialer, inbound, session.clone());
     // Before any visitor's header can be read, so that every visitor of it is known.
     let resets = resets.open_session(handle.connection_id());

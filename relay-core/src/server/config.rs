@@ -11,12 +11,12 @@ pub use super::budget::{
 use super::cluster::Cluster;
 use super::per_addr::{AddrLimits, PerAddrLimits};
 use super::proxied::TrustedNet;
-pub use super::wide::WIDE_VISITORS;
 use crate::protocol::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_FRAME_LEN, MAX_FRAME_LEN,
     MAX_VISITORS_PER_TUNNEL,
 };
 use crate::tls::ServerTls;
+pub use crate::wide::WIDE_VISITORS;
 
 /// How many public ports a relay hands out by default, starting right above its control port.
 pub const DEFAULT_PUBLIC_PORT_SPAN: u16 = 1000;

@@ -39,7 +39,6 @@ mod strikes;
 mod task_size;
 mod usage;
 mod visitor;
-mod wide;
 
 use std::io;
 use std::net::SocketAddr;
@@ -54,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::wide::WidePool;
 pub use access::{Access, AccessHandle, NamedToken, Scope};
 pub use admission::{FAILURE_WINDOW, MAX_AUTH_PENALTY};
 pub use budget::Budget;
@@ -62,7 +62,6 @@ pub use config::*;
 pub use metrics::RelayMetrics;
 pub use per_addr::{AddrGroup, PerAddrLimits, default_share};
 pub use proxied::TrustedNet;
-pub use wide::WidePool;
 
 use connection::handle_connection;
 
@@ -163,6 +162,11 @@ impl RelayServer {
         let limits = config.per_addr_limits(pool_len).map_err(Error::Config)?;
         let metrics = Arc::new(Metrics::new());
         let open_visitors = open_visitors_cap(&config);
+        // An operator's fixed send buffer is a cap: it is never lifted.
+        let wide = match config.visitor_send_buffer {
+            None => WidePool::for_host(config.wide_visitors, metrics.wide_visitors.clone()),
+            Some(_) => None,
+        };
         let shared = Shared {
             open_visitors,
             gate: Gate::new(&config, limits),
@@ -176,10 +180,7 @@ impl RelayServer {
             next_id: AtomicU64::new(1),
             tasks: TaskTracker::new(),
             hard_stop: CancellationToken::new(),
-            wide: match config.visitor_send_buffer {
-                None => WidePool::for_host(config.wide_visitors),
-                Some(_) => None,
-            },
+            wide,
             config,
         };
         Ok(RelayServer {

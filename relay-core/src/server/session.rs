@@ -18,7 +18,6 @@ use super::metrics::{SessionMetrics, VisitorMetrics};
 use super::per_addr::AddrGroup;
 use super::refusals::Refusal;
 use super::resets::Resets;
-use super::wide::WidePool;
 use super::{Shared, admission};
 use crate::ending::{Peer, SessionEnd};
 use crate::frame::FramedConn;
@@ -28,6 +27,7 @@ use crate::protocol::{
     ErrorCode, MAX_TUNNELS_PER_SESSION, RelayControl, Reply, TunnelRequest, Welcome,
 };
 use crate::splice::Meter;
+use crate::wide::WidePool;
 
 /// How long a lost connection's control stream is searched for the client's goodbye.
 const LAST_WORD: Duration = Duration::from_millis(100);
@@ -182,8 +182,10 @@ async fn serve(
     let group = AddrGroup::from(client.peer.ip());
     let version = client.version;
     let revoked = shared.gate.access.revoked(token.as_deref());
-    let (sock, early) = client.conn.into_parts();
+    let (mut sock, early) = client.conn.into_parts();
     super::budget::tune_session_socket(sock.tcp());
+    // Every visitor's upload to a far client crosses this socket: it may grow like theirs.
+    sock.lift_send_buffer(shared.wide.clone());
     // The client opens only its control stream; a small queue is plenty.
     let mut mux = mux::start(sock, &early, Role::Acceptor, 4, session.clone());
     // The multiplexer copied them; kept, they would pin the handshake's 2 KiB read buffer

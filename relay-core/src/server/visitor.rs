@@ -14,7 +14,6 @@ use tracing::debug;
 
 use super::budget::tune_visitor_socket;
 use super::session::Tunnel;
-use super::wide::WideSocket;
 use crate::codec::{self, CodecError};
 use crate::frame::FrameReader;
 use crate::mux::Substream;
@@ -22,6 +21,7 @@ use crate::net::reset_on_close;
 use crate::protocol::{MAX_FRAME_LEN, VisitorHeader, VisitorReply};
 use crate::reset::{ResetSignal, Side};
 use crate::splice::{Meter, splice};
+use crate::wide::WideSocket;
 
 pub(super) async fn serve(
     mut tcp: TcpStream,

@@ -104,6 +104,8 @@ pub(super) struct Metrics {
     leases_reclaimed: Counter,
     /// Fed by [`super::leases::Leases`].
     pub(super) leases_expired: Counter,
+    /// Fed by [`super::wide::WidePool`].
+    pub(super) wide_visitors: Gauge,
 }
 
 impl Metrics {
@@ -129,6 +131,7 @@ impl Metrics {
             transfers: Counter::default(),
             leases_reclaimed: Counter::default(),
             leases_expired: Counter::default(),
+            wide_visitors: Gauge::default(),
         };
         let version = [("version", env!("CARGO_PKG_VERSION").to_string())];
         let protocol = [("protocol", PROTOCOL_VERSION.to_string())];
@@ -214,6 +217,12 @@ impl Metrics {
             "leases_expired",
             "Leased public ports freed because their client did not come back in time",
             m.leases_expired.clone(),
+        );
+        r.register(
+            "wide_visitors",
+            "Visitors whose send buffer the relay lifted past the kernel's auto-tuning ceiling, \
+             now (at most --wide-visitors)",
+            m.wide_visitors.clone(),
         );
         r.register_collector(Box::new(live));
         for reason in HANDSHAKE_FAILURES {

@@ -1,4 +1,5 @@
-//! Send buffers past the kernel's auto-tuning ceiling, for visitors on long, fast paths.
+//! Send buffers past the kernel's auto-tuning ceiling, for visitors and sessions on long, fast
+//! paths.
 //!
 //! The kernel grows an auto-tuned send buffer up to `net.ipv4.tcp_wmem`'s maximum (4 MiB by
 //! default) and wakes a blocked writer only once a third of the buffer is free again. A program
@@ -8,11 +9,13 @@
 //! the buffer to below what its path holds after every wake-up: 0.80-0.85x of direct TCP over
 //! an emulated 40 ms link (docs/benchmark.md, "Wide visitors").
 //!
-//! So once a visitor's auto-tuned buffer has reached the ceiling and is full, the relay sets
+//! So once a socket's auto-tuned buffer has reached the ceiling and is full, [`Lift`] sets
 //! `SO_SNDBUF` itself, which the kernel allows up to twice `net.core.wmem_max`. The larger
-//! buffer holds bytes in flight that the path delivers; what a visitor that stops reading pins
-//! is still bounded by `TCP_NOTSENT_LOWAT`. At most [`WIDE_VISITORS`] visitors relay-wide (the
-//! [`WidePool`]) are lifted at a time, so the extra kernel memory in flight has a fixed bound.
+//! buffer holds bytes in flight that the path delivers; what a peer that stops reading pins is
+//! still bounded by `TCP_NOTSENT_LOWAT`. The same holds for a session's socket when the client
+//! is the far one: every visitor of the tunnel crosses it. On the relay at most
+//! [`WIDE_VISITORS`] sockets (the [`WidePool`]) are lifted at a time, so the extra kernel memory
+//! in flight has a fixed bound; a client lifts its one session socket.
 
 use std::io;
 use std::pin::Pin;
@@ -20,11 +23,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use prometheus_client::metrics::gauge::Gauge;
 use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Default of [`RelayConfig::wide_visitors`](super::RelayConfig::wide_visitors).
+/// Default of [`RelayConfig::wide_visitors`](crate::server::RelayConfig::wide_visitors).
 pub const WIDE_VISITORS: usize = 16;
 
 /// Bytes a visitor's socket takes between two looks at its buffer size: a look is a system
@@ -33,45 +37,49 @@ const LOOK_EVERY: usize = 1024 * 1024;
 
 /// The relay-wide count of visitors whose send buffer may be lifted, and the sizes involved.
 #[derive(Debug)]
-pub struct WidePool {
+pub(crate) struct WidePool {
     /// `SO_SNDBUF` as the kernel reports it once auto-tuning has grown it all the way.
     ceiling: usize,
     /// What the relay asks for when it lifts a buffer (the kernel doubles it).
     lifted: usize,
     free: AtomicUsize,
+    /// Visitors lifted now, as the metrics show them.
+    in_use: Gauge,
 }
 
 impl WidePool {
     /// A pool of `slots` lifts on this host, or `None` when lifting would not give a larger
     /// buffer than auto-tuning does (`net.core.wmem_max` at most half of `tcp_wmem`'s maximum,
     /// as on a stock kernel) or no slots are allowed.
-    pub fn for_host(slots: usize) -> Option<Arc<WidePool>> {
+    pub(crate) fn for_host(slots: usize, in_use: Gauge) -> Option<Arc<WidePool>> {
         let ceiling = sysctl_field("/proc/sys/net/ipv4/tcp_wmem", 2)?;
         let wmem_max = sysctl_field("/proc/sys/net/core/wmem_max", 0)?;
-        WidePool::new(slots, ceiling, wmem_max)
+        WidePool::new(slots, ceiling, wmem_max, in_use)
     }
 
     /// A pool of `slots` lifts to `2 * lifted` for buffers that reached `ceiling`.
-    pub fn new(slots: usize, ceiling: usize, lifted: usize) -> Option<Arc<WidePool>> {
+    fn new(slots: usize, ceiling: usize, lifted: usize, in_use: Gauge) -> Option<Arc<WidePool>> {
         (slots > 0 && lifted.saturating_mul(2) > ceiling).then(|| {
             Arc::new(WidePool {
                 ceiling,
                 lifted,
                 free: AtomicUsize::new(slots),
+                in_use,
             })
         })
     }
 
-    /// Lifts still available.
-    pub fn free_slots(&self) -> usize {
+    #[cfg(test)]
+    fn free_slots(&self) -> usize {
         self.free.load(Ordering::Relaxed)
     }
 
     fn take(self: &Arc<Self>) -> Option<Slot> {
         self.free
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .ok()
-            .map(|_| Slot(self.clone()))
+            .ok()?;
+        self.in_use.inc();
+        Some(Slot(self.clone()))
     }
 }
 
@@ -81,40 +89,52 @@ struct Slot(Arc<WidePool>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.0.in_use.dec();
         self.0.free.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-/// A visitor socket that lifts its own send buffer when it qualifies (see the module docs).
-/// Reads and writes go straight to the socket.
+/// Watches a socket's writes and lifts its send buffer when it qualifies (see the module
+/// docs): a look costs a system call, so it looks only when a write was refused, and at most
+/// once per [`LOOK_EVERY`] bytes.
 #[derive(Debug)]
-pub(super) struct WideSocket<'a> {
-    tcp: &'a mut TcpStream,
+pub(crate) struct Lift {
     /// `None` once lifted, or when lifting is off.
     pool: Option<Arc<WidePool>>,
     since_look: usize,
     slot: Option<Slot>,
 }
 
-impl<'a> WideSocket<'a> {
-    pub(super) fn new(tcp: &'a mut TcpStream, pool: Option<Arc<WidePool>>) -> Self {
-        WideSocket {
-            tcp,
+impl Lift {
+    pub(crate) fn new(pool: Option<Arc<WidePool>>) -> Self {
+        Lift {
             pool,
             since_look: 0,
             slot: None,
         }
     }
 
-    /// The socket just refused a write: it is full. Lift it if auto-tuning has given it all it
-    /// can and the pool has room; otherwise look again after another [`LOOK_EVERY`] bytes.
-    fn on_full(&mut self) {
+    /// Notes the outcome of a write to `tcp`.
+    #[inline]
+    pub(crate) fn after_write(&mut self, tcp: &TcpStream, result: &Poll<io::Result<usize>>) {
+        if self.pool.is_some() {
+            match result {
+                Poll::Ready(Ok(n)) => self.since_look += n,
+                Poll::Pending => self.on_full(tcp),
+                Poll::Ready(Err(_)) => {}
+            }
+        }
+    }
+
+    /// `tcp` just refused a write: it is full. Lift it if auto-tuning has given it all it can
+    /// and the pool has room; otherwise look again after another [`LOOK_EVERY`] bytes.
+    fn on_full(&mut self, tcp: &TcpStream) {
         if self.since_look < LOOK_EVERY {
             return;
         }
         self.since_look = 0;
         let Some(pool) = &self.pool else { return };
-        let sock = SockRef::from(&*self.tcp);
+        let sock = SockRef::from(tcp);
         if sock.send_buffer_size().is_ok_and(|n| n >= pool.ceiling) {
             if let Some(slot) = pool.take() {
                 if sock.set_send_buffer_size(pool.lifted).is_ok() {
@@ -122,6 +142,27 @@ impl<'a> WideSocket<'a> {
                     self.pool = None;
                 }
             }
+        }
+    }
+
+    #[cfg(test)]
+    fn is_lifted(&self) -> bool {
+        self.slot.is_some()
+    }
+}
+
+/// A visitor socket that lifts its own send buffer. Reads and writes go straight to the socket.
+#[derive(Debug)]
+pub(crate) struct WideSocket<'a> {
+    tcp: &'a mut TcpStream,
+    lift: Lift,
+}
+
+impl<'a> WideSocket<'a> {
+    pub(crate) fn new(tcp: &'a mut TcpStream, pool: Option<Arc<WidePool>>) -> Self {
+        WideSocket {
+            tcp,
+            lift: Lift::new(pool),
         }
     }
 }
@@ -144,13 +185,7 @@ impl AsyncWrite for WideSocket<'_> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let result = Pin::new(&mut *this.tcp).poll_write(cx, buf);
-        if this.pool.is_some() {
-            match &result {
-                Poll::Ready(Ok(n)) => this.since_look += n,
-                Poll::Pending => this.on_full(),
-                Poll::Ready(Err(_)) => {}
-            }
-        }
+        this.lift.after_write(this.tcp, &result);
         result
     }
 
@@ -230,17 +265,17 @@ mod tests {
         let (mut first, peer1) = pair().await;
         let (mut second, peer2) = pair().await;
         // A ceiling every socket has reached, and a lift to 256 KiB (doubled by the kernel).
-        let pool = WidePool::new(1, 4096, 128 * 1024).unwrap();
+        let pool = WidePool::new(1, 4096, 128 * 1024, Gauge::default()).unwrap();
 
         let mut a = WideSocket::new(&mut first, Some(pool.clone()));
         let _peer1 = fill(&mut a, peer1).await;
-        assert!(a.slot.is_some(), "a full socket at the ceiling is lifted");
+        assert!(a.lift.is_lifted(), "a full socket at the ceiling is lifted");
         assert_eq!(send_buffer(a.tcp), 256 * 1024);
         assert_eq!(pool.free_slots(), 0);
 
         let mut b = WideSocket::new(&mut second, Some(pool.clone()));
         let _peer2 = fill(&mut b, peer2).await;
-        assert!(b.slot.is_none(), "no second lift from a pool of one");
+        assert!(!b.lift.is_lifted(), "no second lift from a pool of one");
         drop(b);
 
         drop(a);
@@ -250,18 +285,18 @@ mod tests {
     #[tokio::test]
     async fn a_socket_below_the_ceiling_is_left_to_the_kernel() {
         let (mut tcp, peer) = pair().await;
-        let pool = WidePool::new(1, usize::MAX / 4, usize::MAX / 4).unwrap();
+        let pool = WidePool::new(1, usize::MAX / 4, usize::MAX / 4, Gauge::default()).unwrap();
         let mut socket = WideSocket::new(&mut tcp, Some(pool.clone()));
         let _peer = fill(&mut socket, peer).await;
-        assert!(socket.slot.is_none());
+        assert!(!socket.lift.is_lifted());
         assert_eq!(pool.free_slots(), 1);
     }
 
     #[test]
     fn no_pool_where_lifting_cannot_beat_auto_tuning() {
         // A stock kernel: tcp_wmem max 4 MiB, wmem_max 208 KiB.
-        assert!(WidePool::new(16, 4 << 20, 212_992).is_none());
-        assert!(WidePool::new(0, 4 << 20, 4 << 20).is_none());
-        assert!(WidePool::new(16, 4 << 20, 4 << 20).is_some());
+        assert!(WidePool::new(16, 4 << 20, 212_992, Gauge::default()).is_none());
+        assert!(WidePool::new(0, 4 << 20, 4 << 20, Gauge::default()).is_none());
+        assert!(WidePool::new(16, 4 << 20, 4 << 20, Gauge::default()).is_some());
     }
 }
