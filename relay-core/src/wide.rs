@@ -214,6 +214,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::transport::Conn;
 
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -228,9 +229,26 @@ mod tests {
         SockRef::from(tcp).send_buffer_size().unwrap()
     }
 
+    /// What [`fill`] writes into: a visitor socket, or a session's connection.
+    trait Socket: AsyncWrite + Unpin {
+        fn tcp(&self) -> &TcpStream;
+    }
+
+    impl Socket for WideSocket<'_> {
+        fn tcp(&self) -> &TcpStream {
+            self.tcp
+        }
+    }
+
+    impl Socket for Conn {
+        fn tcp(&self) -> &TcpStream {
+            Conn::tcp(self)
+        }
+    }
+
     /// Writes into `socket` until it refuses a write after more than [`LOOK_EVERY`] bytes:
     /// `peer` reads the first 2 MiB (so the socket takes that much) and then nothing.
-    async fn fill(socket: &mut WideSocket<'_>, mut peer: TcpStream) -> TcpStream {
+    async fn fill(socket: &mut impl Socket, mut peer: TcpStream) -> TcpStream {
         use tokio::io::AsyncReadExt;
         const READ: usize = 2 * 1024 * 1024;
         let reader = tokio::spawn(async move {
@@ -251,13 +269,26 @@ mod tests {
                 match wrote {
                     Some(n) => written += n,
                     None if written > READ => return,
-                    None => socket.tcp.writable().await.unwrap(),
+                    None => socket.tcp().writable().await.unwrap(),
                 }
             }
         })
         .await
         .expect("the socket filled up within 10 s");
         reader.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_session_connection_is_lifted_like_a_visitor() {
+        let (tcp, peer) = pair().await;
+        let pool = WidePool::new(1, 4096, 128 * 1024, Gauge::default()).unwrap();
+        let mut conn = Conn::plain(tcp);
+        conn.lift_send_buffer(Some(pool.clone()));
+        let _peer = fill(&mut conn, peer).await;
+        assert_eq!(send_buffer(conn.tcp()), 256 * 1024);
+        assert_eq!(pool.free_slots(), 0);
+        drop(conn);
+        assert_eq!(pool.free_slots(), 1);
     }
 
     #[tokio::test]
