@@ -27,7 +27,9 @@ use crate::splice::CHUNK;
 /// closes, everything in flight is acknowledged into the visitor's own receive buffer, and
 /// [`NOTSENT_LOWAT`] keeps the unsent rest short. Measured on the relay's own sockets (`ss -m`),
 /// 32 stalled visitors held 156-176 KiB each with auto-tuning and the same with 256 KiB. A
-/// fixed size is for operators who want a hard cap per socket, in bytes in flight too.
+/// fixed size is for operators who want a hard cap per socket, in bytes in flight too. With
+/// auto-tuning, a visitor that fills the kernel's ceiling may be lifted past it
+/// ([`crate::wide`], at most `wide_visitors` at a time).
 ///
 /// [`RelayConfig::visitor_send_buffer`]: super::RelayConfig::visitor_send_buffer
 pub const VISITOR_SEND_BUFFER: Option<usize> = None;
