@@ -7,7 +7,7 @@
 //! refills it from a substream whose window holds 256 KiB, one client round trip at a time. A
 //! visitor whose bytes in flight come near the ceiling (about 700 Mbit/s at 40 ms) then drains
 //! the buffer to below what its path holds after every wake-up: 0.80-0.85x of direct TCP over
-//! an emulated 40 ms link (docs/benchmark.md, "Wide visitors").
+//! an emulated 40 ms link (docs/benchmark.md, "Wide send buffers").
 //!
 //! So once a socket's auto-tuned buffer has reached the ceiling and is full, [`Lift`] sets
 //! `SO_SNDBUF` itself, which the kernel allows up to twice `net.core.wmem_max`. The larger
@@ -31,11 +31,11 @@ use tokio::net::TcpStream;
 /// Default of [`RelayConfig::wide_visitors`](crate::server::RelayConfig::wide_visitors).
 pub const WIDE_VISITORS: usize = 16;
 
-/// Bytes a visitor's socket takes between two looks at its buffer size: a look is a system
+/// Bytes a socket takes between two looks at its buffer size: a look is a system
 /// call, and a buffer cannot reach the ceiling before this much has gone through it.
 const LOOK_EVERY: usize = 1024 * 1024;
 
-/// The relay-wide count of visitors whose send buffer may be lifted, and the sizes involved.
+/// How many more sockets may have their send buffer lifted, and the sizes involved.
 #[derive(Debug)]
 pub(crate) struct WidePool {
     /// `SO_SNDBUF` as the kernel reports it once auto-tuning has grown it all the way.
@@ -43,7 +43,7 @@ pub(crate) struct WidePool {
     /// What the relay asks for when it lifts a buffer (the kernel doubles it).
     lifted: usize,
     free: AtomicUsize,
-    /// Visitors lifted now, as the metrics show them.
+    /// Sockets lifted now, as the metrics show them.
     in_use: Gauge,
 }
 
@@ -83,7 +83,7 @@ impl WidePool {
     }
 }
 
-/// One lifted visitor; its place in the pool comes back when it is dropped.
+/// One lifted socket; its place in the pool comes back when it is dropped.
 #[derive(Debug)]
 struct Slot(Arc<WidePool>);
 

@@ -162,9 +162,9 @@ struct Args {
           default_value = "auto")]
     visitor_recv_buffer: relay_bin::BufferSize,
 
-    /// Visitors at once whose auto-tuned send buffer may grow past net.ipv4.tcp_wmem's maximum
-    /// (to twice net.core.wmem_max) once they fill it, so downloads over long, fast paths keep
-    /// the path full; 0: never. Only with --visitor-send-buffer auto.
+    /// Visitor (and tunnel session) sockets at once whose auto-tuned send buffer may grow past
+    /// net.ipv4.tcp_wmem's maximum (to twice net.core.wmem_max) once they fill it, so downloads
+    /// over long, fast paths keep the path full; 0: never. Only with --visitor-send-buffer auto.
     #[arg(long, env = "RELAY_WIDE_VISITORS", value_name = "N", default_value_t = server::WIDE_VISITORS)]
     wide_visitors: usize,
 

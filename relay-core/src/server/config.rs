@@ -107,8 +107,8 @@ pub struct RelayConfig {
     /// this much in the relay's kernel (auto-tuned: at most `net.ipv4.tcp_rmem`'s maximum).
     /// Default [`VISITOR_RECV_BUFFER`] (auto).
     pub visitor_recv_buffer: Option<usize>,
-    /// Visitors at once whose auto-tuned send buffer the relay may lift past the kernel's
-    /// auto-tuning ceiling (`net.ipv4.tcp_wmem`'s maximum) to twice `net.core.wmem_max`, once
+    /// Visitor (and tunnel session) sockets at once whose auto-tuned send buffer the relay may
+    /// lift past the kernel's auto-tuning ceiling (`net.ipv4.tcp_wmem`'s maximum) to twice `net.core.wmem_max`, once
     /// they fill it: downloads over long, fast paths then keep their path full. 0: never. Has
     /// no effect with a fixed [`visitor_send_buffer`](Self::visitor_send_buffer), or where
     /// `wmem_max` is not above half the ceiling. Default [`WIDE_VISITORS`].

@@ -220,8 +220,8 @@ impl Metrics {
         );
         r.register(
             "wide_visitors",
-            "Visitors whose send buffer the relay lifted past the kernel's auto-tuning ceiling, \
-             now (at most --wide-visitors)",
+            "Visitor and session sockets whose send buffer the relay lifted past the kernel's \
+             auto-tuning ceiling, now (at most --wide-visitors)",
             m.wide_visitors.clone(),
         );
         r.register_collector(Box::new(live));
