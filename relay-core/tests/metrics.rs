@@ -11,33 +11,9 @@ use relay_core::server::RelayMetrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The value of one series (`name{labels}`, exactly as exposed), if it is there.
-fn read(metrics: &RelayMetrics, series: &str) -> Option<u64> {
-    metrics
-        .encode()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// The value of one series; fails the test if absent.
 fn value(metrics: &RelayMetrics, series: &str) -> u64 {
-    read(metrics, series).unwrap_or_else(|| panic!("no {series} in:\n{}", metrics.encode()))
-}
-
-/// Waits until `series` reads `want`: the relay counts a session just after its welcome, a
-/// visitor's bytes just after writing them, and a task's end just after it ended.
-async fn until(metrics: &RelayMetrics, series: &str, want: u64) {
-    let waited = tokio::time::timeout(DEADLINE, async {
-        while read(metrics, series) != Some(want) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(
-        waited.is_ok(),
-        "{series} never became {want}:\n{}",
-        metrics.encode()
-    );
+    metric(metrics, series).unwrap_or_else(|| panic!("no {series} in:\n{}", metrics.encode()))
 }
 
 const VISITORS_TOTAL: &str = r#"relay_visitors_total{token="-"}"#;
@@ -56,7 +32,7 @@ async fn known_traffic_shows_the_right_counts() {
     let listener = relay.tunnel().await;
     let addr = public(&listener);
     let client = serve_echo(listener, b"hi".to_vec());
-    until(m, r#"relay_sessions_open{token="-"}"#, 1).await;
+    until_metric(m, r#"relay_sessions_open{token="-"}"#, 1).await;
     assert_eq!(value(m, r#"relay_tunnels_open{token="-"}"#), 1);
 
     for (i, len) in [1000, 2000, 3000].into_iter().enumerate() {
@@ -67,9 +43,9 @@ async fn known_traffic_shows_the_right_counts() {
     }
     assert_eq!(value(m, VISITORS_TOTAL), 3);
     // Counted right after each write, so a visitor may read the bytes a moment before.
-    until(m, BYTES_IN, 6000).await;
-    until(m, BYTES_OUT, 6006).await;
-    until(m, VISITORS_OPEN, 0).await;
+    until_metric(m, BYTES_IN, 6000).await;
+    until_metric(m, BYTES_OUT, 6006).await;
+    until_metric(m, VISITORS_OPEN, 0).await;
 
     // Two visitors fill the tunnel; the third is refused at the visitor cap.
     let mut inside = Vec::new();
@@ -84,10 +60,10 @@ async fn known_traffic_shows_the_right_counts() {
     assert_eq!(value(m, VISITORS_OPEN), 2);
     let refused = visit_apart(addr, b"x").await;
     assert!(refused.was_reset(), "{refused:?}");
-    until(m, r#"relay_refusals_total{reason="visitor_cap"}"#, 1).await;
+    until_metric(m, r#"relay_refusals_total{reason="visitor_cap"}"#, 1).await;
     assert_eq!(value(m, VISITORS_TOTAL), 5, "the refused one is no visitor");
     drop(inside);
-    until(m, VISITORS_OPEN, 0).await;
+    until_metric(m, VISITORS_OPEN, 0).await;
 
     // Not relay clients: an HTTP request and junk.
     for junk in [&b"GET / HTTP/1.1\r\n\r\n"[..], b"hello relay\n"] {
@@ -95,8 +71,8 @@ async fn known_traffic_shows_the_right_counts() {
         s.write_all(junk).await.expect("write");
         let _ = within("rejection", s.read_to_end(&mut Vec::new())).await;
     }
-    until(m, r#"relay_handshake_failures_total{reason="http"}"#, 1).await;
-    until(
+    until_metric(m, r#"relay_handshake_failures_total{reason="http"}"#, 1).await;
+    until_metric(
         m,
         r#"relay_handshake_failures_total{reason="not_relay"}"#,
         1,
@@ -109,7 +85,7 @@ async fn known_traffic_shows_the_right_counts() {
 
     // One file transfer of 1000 bytes one way and 7 back.
     let offered = offer(&relay.control(), DEADLINE).await.expect("offer");
-    until(m, "relay_offers_open", 1).await;
+    until_metric(m, "relay_offers_open", 1).await;
     let nameplate = offered.nameplate().to_string();
     let sender = tokio::spawn(async move {
         let mut sock = offered.wait_for_receiver().await.expect("paired");
@@ -133,12 +109,12 @@ async fn known_traffic_shows_the_right_counts() {
     assert_eq!(value(m, up), 1000);
     let down = r#"relay_transfer_bytes_total{direction="receiver_to_sender"}"#;
     assert_eq!(value(m, down), 7);
-    until(m, "relay_transfers_open", 0).await;
+    until_metric(m, "relay_transfers_open", 0).await;
     assert_eq!(value(m, "relay_offers_open"), 0);
 
     // The client goes: its session and tunnel are counted out, and why it ended is counted.
     client.abort();
-    until(m, r#"relay_sessions_open{token="-"}"#, 0).await;
+    until_metric(m, r#"relay_sessions_open{token="-"}"#, 0).await;
     assert_eq!(value(m, r#"relay_tunnels_open{token="-"}"#), 0);
     assert_eq!(value(m, r#"relay_sessions_total{token="-"}"#), 1);
     let text = m.encode();
@@ -167,8 +143,8 @@ async fn bytes_grow_during_a_long_transfer() {
             .await
             .expect("echo");
         let moved = round * chunk.len() as u64;
-        until(m, BYTES_IN, moved).await;
-        until(m, BYTES_OUT, moved).await;
+        until_metric(m, BYTES_IN, moved).await;
+        until_metric(m, BYTES_OUT, moved).await;
         assert_eq!(value(m, VISITORS_OPEN), 1, "still under way");
     }
 }

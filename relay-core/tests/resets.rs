@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use relay_core::codec;
 use relay_core::frame::FramedConn;
@@ -15,7 +13,6 @@ use relay_core::mux::{self, Role};
 use relay_core::protocol::{
     ClientControl, RelayControl, Reply, VisitorHeader, VisitorReply, preface,
 };
-use relay_core::server::RelayMetrics;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -24,23 +21,6 @@ const CHUNK: usize = 64 * 1024;
 const TO_CLIENT: &str = r#"relay_visitor_resets_total{direction="to_client"}"#;
 const FROM_CLIENT: &str = r#"relay_visitor_resets_total{direction="from_client"}"#;
 const VISITORS_OPEN: &str = r#"relay_visitors_open{token="-"}"#;
-
-fn read(metrics: &RelayMetrics, series: &str) -> Option<u64> {
-    metrics
-        .encode()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Waits until `series` reads `want` (a visitor is counted out just after its task ended).
-async fn until(metrics: &RelayMetrics, series: &str, want: u64) {
-    within(&format!("{series} to become {want}"), async {
-        while read(metrics, series) != Some(want) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-}
 
 /// Serves a download on `stream` from two tasks: one reads until the visitor's FIN and says so
 /// on `fin`, the other writes without end; returns what ended the writing.
@@ -109,7 +89,7 @@ async fn a_download_whose_visitor_left_fails_at_the_client() {
         .await
         .expect("join");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
-    assert_eq!(read(&relay.metrics, TO_CLIENT), Some(1));
+    assert_eq!(metric(&relay.metrics, TO_CLIENT), Some(1));
 }
 
 /// The other way: the application closes its side and drops the stream while the visitor is
@@ -150,8 +130,8 @@ async fn an_upload_whose_server_left_resets_the_visitor() {
         "{uploaded}"
     );
     let _listener = serving.await.expect("join");
-    until(&relay.metrics, FROM_CLIENT, 1).await;
-    until(&relay.metrics, VISITORS_OPEN, 0).await;
+    until_metric(&relay.metrics, FROM_CLIENT, 1).await;
+    until_metric(&relay.metrics, VISITORS_OPEN, 0).await;
 }
 
 /// A hand-written client speaking `version` serves a download whose visitor half-closes and
@@ -230,7 +210,7 @@ async fn raw_client_download(relay: &TestRelay, version: u16) -> Vec<RelayContro
         .expect("accept");
     let _writer = endless_download(stream, fin_tx);
     within("visitor", visitor).await.expect("visitor");
-    until(&relay.metrics, VISITORS_OPEN, 0).await;
+    until_metric(&relay.metrics, VISITORS_OPEN, 0).await;
 
     let mut seen = Vec::new();
     round_trip(1, &mut seen).await;
@@ -252,8 +232,8 @@ async fn a_version_2_client_is_served_and_never_sees_a_reset() {
     let relay = TestRelay::default().await;
     let v2 = raw_client_download(&relay, 2).await;
     assert!(v2.is_empty(), "a version-2 client got {v2:?}");
-    assert_eq!(read(&relay.metrics, TO_CLIENT), Some(0));
+    assert_eq!(metric(&relay.metrics, TO_CLIENT), Some(0));
     let v3 = raw_client_download(&relay, 3).await;
     assert_eq!(v3.len(), 1, "a version-3 client must be told: {v3:?}");
-    assert_eq!(read(&relay.metrics, TO_CLIENT), Some(1));
+    assert_eq!(metric(&relay.metrics, TO_CLIENT), Some(1));
 }

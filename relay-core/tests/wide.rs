@@ -6,21 +6,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-use relay_core::server::RelayMetrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const WIDE: &str = "relay_wide_visitors";
-
-fn read(metrics: &RelayMetrics, series: &str) -> Option<u64> {
-    metrics
-        .encode()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
 
 fn sysctl(path: &str, field: usize) -> Option<usize> {
     std::fs::read_to_string(path)
@@ -64,16 +54,6 @@ async fn fast_then_stalled(relay: &TestRelay, fast: usize) -> TcpStream {
     visitor
 }
 
-/// Waits until `series` reads `want`.
-async fn until(metrics: &RelayMetrics, series: &str, want: u64) {
-    within(&format!("{series} to become {want}"), async {
-        while read(metrics, series) != Some(want) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-}
-
 #[tokio::test]
 async fn a_fast_download_is_lifted_and_gives_its_slot_back() {
     if !host_can_lift() {
@@ -81,9 +61,9 @@ async fn a_fast_download_is_lifted_and_gives_its_slot_back() {
         return;
     }
     let relay = TestRelay::default().await;
-    assert_eq!(read(&relay.metrics, WIDE), Some(0));
+    assert_eq!(metric(&relay.metrics, WIDE), Some(0));
     let visitor = fast_then_stalled(&relay, 64 << 20).await;
-    until(&relay.metrics, WIDE, 1).await;
+    until_metric(&relay.metrics, WIDE, 1).await;
     drop(visitor);
-    until(&relay.metrics, WIDE, 0).await;
+    until_metric(&relay.metrics, WIDE, 0).await;
 }

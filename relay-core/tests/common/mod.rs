@@ -412,3 +412,27 @@ pub fn all_from_one_address() -> relay_core::server::PerAddrLimits {
         offers: Some(usize::MAX),
     }
 }
+
+/// The value of one metrics series (`name{labels}`, exactly as exposed), if it is there.
+pub fn metric(metrics: &relay_core::server::RelayMetrics, series: &str) -> Option<u64> {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until `series` reads `want`: the relay counts a session just after its welcome, a
+/// visitor's bytes just after writing them, and a task's end just after it ended.
+pub async fn until_metric(metrics: &relay_core::server::RelayMetrics, series: &str, want: u64) {
+    let waited = tokio::time::timeout(DEADLINE, async {
+        while metric(metrics, series) != Some(want) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "{series} never became {want}:\n{}",
+        metrics.encode()
+    );
+}
