@@ -52,9 +52,8 @@ impl WidePool {
     /// buffer than auto-tuning does (`net.core.wmem_max` at most half of `tcp_wmem`'s maximum,
     /// as on a stock kernel) or no slots are allowed.
     pub(crate) fn for_host(slots: usize, in_use: Gauge) -> Option<Arc<WidePool>> {
-        let ceiling = sysctl_field("/proc/sys/net/ipv4/tcp_wmem", 2)?;
-        let wmem_max = sysctl_field("/proc/sys/net/core/wmem_max", 0)?;
-        WidePool::new(slots, ceiling, wmem_max, in_use)
+        let (ceiling, most) = send_buffer_limits()?;
+        WidePool::new(slots, ceiling, most / 2, in_use)
     }
 
     /// A pool of `slots` lifts to `2 * lifted` for buffers that reached `ceiling`.
@@ -196,6 +195,15 @@ impl AsyncWrite for WideSocket<'_> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut *self.tcp).poll_shutdown(cx)
     }
+}
+
+/// This host's send buffer sizes: the most auto-tuning grows one to (`net.ipv4.tcp_wmem`'s
+/// maximum) and the most `SO_SNDBUF` gives an unprivileged process (twice `net.core.wmem_max`),
+/// if the kernel tells them. Lifting pays only where the second is larger.
+pub fn send_buffer_limits() -> Option<(usize, usize)> {
+    let ceiling = sysctl_field("/proc/sys/net/ipv4/tcp_wmem", 2)?;
+    let wmem_max = sysctl_field("/proc/sys/net/core/wmem_max", 0)?;
+    Some((ceiling, wmem_max.saturating_mul(2)))
 }
 
 fn sysctl_field(path: &str, field: usize) -> Option<usize> {

@@ -7,24 +7,14 @@
 mod common;
 
 use common::*;
+use relay_core::server::send_buffer_limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const WIDE: &str = "relay_wide_visitors";
 
-fn sysctl(path: &str, field: usize) -> Option<usize> {
-    std::fs::read_to_string(path)
-        .ok()?
-        .split_whitespace()
-        .nth(field)?
-        .parse()
-        .ok()
-}
-
 fn host_can_lift() -> bool {
-    let ceiling = sysctl("/proc/sys/net/ipv4/tcp_wmem", 2);
-    let wmem_max = sysctl("/proc/sys/net/core/wmem_max", 0);
-    matches!((ceiling, wmem_max), (Some(c), Some(w)) if 2 * w > c)
+    matches!(send_buffer_limits(), Some((ceiling, most)) if most > ceiling)
 }
 
 /// A tunnel whose server writes without end; a visitor reads `fast` bytes of it as fast as it

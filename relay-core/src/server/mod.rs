@@ -54,6 +54,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::wide::WidePool;
+pub use crate::wide::send_buffer_limits;
 pub use access::{Access, AccessHandle, NamedToken, Scope};
 pub use admission::{FAILURE_WINDOW, MAX_AUTH_PENALTY};
 pub use budget::Budget;
@@ -114,6 +115,28 @@ fn open_visitors_cap(config: &RelayConfig) -> Arc<OpenVisitors> {
     OpenVisitors::new(limit, per_addr)
 }
 
+/// Tells the operator whether far downloads may grow past the kernel's auto-tuning ceiling, and
+/// what to change when they may not.
+fn log_wide(config: &RelayConfig, on: bool) {
+    let limits = send_buffer_limits();
+    let kib = |(ceiling, most): (usize, usize)| (ceiling / 1024, most / 1024);
+    let (ceiling_kib, lifted_kib) = limits.map(kib).unzip();
+    if on {
+        info!(
+            sockets = config.wide_visitors,
+            ceiling_kib, lifted_kib, "wide send buffers (--wide-visitors)"
+        );
+    } else if config.visitor_send_buffer.is_none() && config.wide_visitors > 0 && limits.is_some() {
+        info!(
+            ceiling_kib,
+            lifted_kib,
+            "wide send buffers off: net.core.wmem_max is not above half of net.ipv4.tcp_wmem's \
+             maximum, so far downloads stop at the auto-tuning ceiling; raise net.core.wmem_max \
+             to lift it"
+        );
+    }
+}
+
 /// A relay bound to its control port, ready to [`run`](RelayServer::run).
 #[derive(Debug)]
 pub struct RelayServer {
@@ -167,6 +190,7 @@ impl RelayServer {
             None => WidePool::for_host(config.wide_visitors, metrics.wide_visitors.clone()),
             Some(_) => None,
         };
+        log_wide(&config, wide.is_some());
         let shared = Shared {
             open_visitors,
             gate: Gate::new(&config, limits),
