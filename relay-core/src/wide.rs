@@ -52,7 +52,16 @@ impl WidePool {
     /// buffer than auto-tuning does (`net.core.wmem_max` at most half of `tcp_wmem`'s maximum,
     /// as on a stock kernel) or no slots are allowed.
     pub(crate) fn for_host(slots: usize, in_use: Gauge) -> Option<Arc<WidePool>> {
-        let (ceiling, most) = send_buffer_limits()?;
+        WidePool::with_limits(slots, send_buffer_limits(), in_use)
+    }
+
+    /// Like [`WidePool::for_host`], for limits already read with [`send_buffer_limits`].
+    pub(crate) fn with_limits(
+        slots: usize,
+        limits: Option<(usize, usize)>,
+        in_use: Gauge,
+    ) -> Option<Arc<WidePool>> {
+        let (ceiling, most) = limits?;
         WidePool::new(slots, ceiling, most / 2, in_use)
     }
 

@@ -108,10 +108,11 @@ pub struct RelayConfig {
     /// Default [`VISITOR_RECV_BUFFER`] (auto).
     pub visitor_recv_buffer: Option<usize>,
     /// Visitor (and tunnel session) sockets at once whose auto-tuned send buffer the relay may
-    /// lift past the kernel's auto-tuning ceiling (`net.ipv4.tcp_wmem`'s maximum) to twice `net.core.wmem_max`, once
-    /// they fill it: downloads over long, fast paths then keep their path full. 0: never. Has
-    /// no effect with a fixed [`visitor_send_buffer`](Self::visitor_send_buffer), or where
-    /// `wmem_max` is not above half the ceiling. Default [`WIDE_VISITORS`].
+    /// lift past the kernel's auto-tuning ceiling (`net.ipv4.tcp_wmem`'s maximum) to twice
+    /// `net.core.wmem_max`, once they fill it: downloads over long, fast paths then keep their
+    /// path full. 0: never. Has no effect with a fixed
+    /// [`visitor_send_buffer`](Self::visitor_send_buffer) (sessions are not lifted then either),
+    /// or where `wmem_max` is not above half the ceiling. Default [`WIDE_VISITORS`].
     pub wide_visitors: usize,
 }
 

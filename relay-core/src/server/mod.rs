@@ -117,8 +117,7 @@ fn open_visitors_cap(config: &RelayConfig) -> Arc<OpenVisitors> {
 
 /// Tells the operator whether far downloads may grow past the kernel's auto-tuning ceiling, and
 /// what to change when they may not.
-fn log_wide(config: &RelayConfig, on: bool) {
-    let limits = send_buffer_limits();
+fn log_wide(config: &RelayConfig, limits: Option<(usize, usize)>, on: bool) {
     let kib = |(ceiling, most): (usize, usize)| (ceiling / 1024, most / 1024);
     let (ceiling_kib, lifted_kib) = limits.map(kib).unzip();
     if on {
@@ -164,7 +163,7 @@ struct Shared {
     tasks: TaskTracker,
     /// Cancelled when the drain deadline has passed: whatever still runs is cut (reset).
     hard_stop: CancellationToken,
-    /// Lifts of visitor send buffers past auto-tuning; `None` where they are off.
+    /// Lifts of visitor and session send buffers past auto-tuning; `None` where they are off.
     wide: Option<Arc<WidePool>>,
 }
 
@@ -186,11 +185,16 @@ impl RelayServer {
         let metrics = Arc::new(Metrics::new());
         let open_visitors = open_visitors_cap(&config);
         // An operator's fixed send buffer is a cap: it is never lifted.
+        let buffer_limits = send_buffer_limits();
         let wide = match config.visitor_send_buffer {
-            None => WidePool::for_host(config.wide_visitors, metrics.wide_visitors.clone()),
+            None => WidePool::with_limits(
+                config.wide_visitors,
+                buffer_limits,
+                metrics.wide_visitors.clone(),
+            ),
             Some(_) => None,
         };
-        log_wide(&config, wide.is_some());
+        log_wide(&config, buffer_limits, wide.is_some());
         let shared = Shared {
             open_visitors,
             gate: Gate::new(&config, limits),

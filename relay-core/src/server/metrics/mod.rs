@@ -104,7 +104,7 @@ pub(super) struct Metrics {
     leases_reclaimed: Counter,
     /// Fed by [`super::leases::Leases`].
     pub(super) leases_expired: Counter,
-    /// Fed by [`super::wide::WidePool`].
+    /// Fed by [`crate::wide::WidePool`].
     pub(super) wide_visitors: Gauge,
 }
 
