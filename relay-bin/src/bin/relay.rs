@@ -168,6 +168,14 @@ struct Args {
     #[arg(long, env = "RELAY_WIDE_VISITORS", value_name = "N", default_value_t = server::WIDE_VISITORS)]
     wide_visitors: usize,
 
+    /// How long bytes sent to a visitor may stay unacknowledged, or wait behind its closed
+    /// window, before the relay's kernel cuts the connection (TCP_USER_TIMEOUT): bounds what a
+    /// visitor that stops acknowledging pins, and reaps visitors whose host is gone. 0: off
+    /// (the kernel's retransmission limits, about 15 minutes).
+    #[arg(long, env = "RELAY_VISITOR_STALL_TIMEOUT", value_name = "DURATION", value_parser = parse_duration,
+          default_value = "2m")]
+    visitor_stall_timeout: Duration,
+
     /// Serve Prometheus metrics at /metrics and a health check at /healthz (200 while
     /// accepting, 503 while draining) on PORT, HOST:PORT or [V6]:PORT [default: off].
     #[arg(long, env = "RELAY_METRICS", value_name = "ADDR")]
@@ -234,11 +242,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         visitor_send_buffer: args.visitor_send_buffer.0,
         visitor_recv_buffer: args.visitor_recv_buffer.0,
         wide_visitors: args.wide_visitors,
+        visitor_stall_timeout: Some(args.visitor_stall_timeout).filter(|t| !t.is_zero()),
     };
     let workers = Workers::start(args.threads).context("cannot start worker threads")?;
-    let relay = RelayServer::new(listener, config)
-        .context("invalid settings")?
-        .with_workers(workers.handles());
+    // Its errors name the setting already ("invalid setting: ...").
+    let relay = RelayServer::new(listener, config)?.with_workers(workers.handles());
     let control = relay.local_addr()?;
     let ports = relay.public_ports();
     let fd_limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft);

@@ -12,7 +12,9 @@
 //!
 //! [`Budget`] adds it all up; the README's "Production notes → Memory" shows the figures.
 
-use socket2::SockRef;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 
 use crate::mux::{STREAM_WINDOW, WINDOW_GROWTH_POOL};
@@ -59,23 +61,57 @@ pub const MAX_VISITOR_BUFFER: usize = 256 * 1024 * 1024;
 /// that does read (so it costs no throughput on long paths).
 pub const NOTSENT_LOWAT: u32 = 128 * 1024;
 
-/// The buffer sizes of public visitor sockets; `None` leaves one to the kernel's auto-tuning.
+/// Default of [`RelayConfig::visitor_stall_timeout`]: how long bytes the relay sent a public
+/// visitor may stay unacknowledged, or wait behind the visitor's shut window, before the kernel
+/// cuts the connection (`TCP_USER_TIMEOUT`).
+///
+/// Without it a visitor that reads fast, so that its congestion window grows, and then stops
+/// acknowledging (a firewall rule on its side, or a host gone from the network) pins everything
+/// in flight, up to the whole send buffer (4 MiB auto-tuned, 8 MiB lifted), until the kernel's
+/// retransmissions give up after about 15 minutes (`net.ipv4.tcp_retries2`). Two minutes is
+/// twice nginx's `send_timeout` default, which cuts a client that takes nothing for 60 s; a
+/// visitor whose program only pauses reading for longer than that is cut too.
+///
+/// [`RelayConfig::visitor_stall_timeout`]: super::RelayConfig::visitor_stall_timeout
+pub const VISITOR_STALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Keepalive of public visitor sockets: a visitor idle this long is probed, so one whose host
+/// vanished while nothing was flowing does not hold its port's slot, its stream and the
+/// client's local connection for ever. Probes every [`VISITOR_KEEPALIVE_INTERVAL`]; with a
+/// stall timeout set, the kernel gives up once that much time has passed without an answer.
+const VISITOR_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const VISITOR_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+const VISITOR_KEEPALIVE_RETRIES: u32 = 8;
+
+/// What the relay sets on each public visitor socket: buffer sizes (`None` leaves one to the
+/// kernel's auto-tuning) and the stall timeout (`None`: the kernel's retransmission limits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct VisitorBuffers {
+pub(super) struct VisitorSockets {
     pub(super) send: Option<usize>,
     pub(super) recv: Option<usize>,
+    pub(super) stall_timeout: Option<Duration>,
 }
 
 /// Options for an accepted public visitor socket: no Nagle delay, the configured buffers, a
-/// short unsent queue. Failures are ignored: they cost memory bounds, not correctness.
-pub(super) fn tune_visitor_socket(tcp: &TcpStream, buffers: VisitorBuffers) {
+/// short unsent queue, the stall timeout and keepalive. Failures are ignored: they cost memory
+/// bounds, not correctness.
+pub(super) fn tune_visitor_socket(tcp: &TcpStream, options: VisitorSockets) {
     tune_data_socket(tcp);
     let sock = SockRef::from(tcp);
-    if let Some(n) = buffers.send {
+    if let Some(n) = options.send {
         let _ = sock.set_send_buffer_size(n);
     }
-    if let Some(n) = buffers.recv {
+    if let Some(n) = options.recv {
         let _ = sock.set_recv_buffer_size(n);
+    }
+    let keepalive = TcpKeepalive::new()
+        .with_time(VISITOR_KEEPALIVE_IDLE)
+        .with_interval(VISITOR_KEEPALIVE_INTERVAL)
+        .with_retries(VISITOR_KEEPALIVE_RETRIES);
+    let _ = sock.set_tcp_keepalive(&keepalive);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(timeout) = options.stall_timeout {
+        let _ = sock.set_tcp_user_timeout(Some(timeout));
     }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let _ = sock.set_tcp_notsent_lowat(NOTSENT_LOWAT);
@@ -258,6 +294,55 @@ const SESSION_RECV_TYPICAL: usize = 128 * 1024;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn loopback_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (server, client)
+    }
+
+    #[tokio::test]
+    async fn a_visitor_socket_gets_the_stall_timeout_and_keepalive() {
+        let (visitor, _peer) = loopback_pair().await;
+        let options = VisitorSockets {
+            send: None,
+            recv: None,
+            stall_timeout: Some(Duration::from_secs(7)),
+        };
+        tune_visitor_socket(&visitor, options);
+        let sock = SockRef::from(&visitor);
+        assert_eq!(
+            sock.tcp_user_timeout().expect("user timeout"),
+            Some(Duration::from_secs(7))
+        );
+        assert!(sock.keepalive().expect("keepalive"));
+        assert_eq!(
+            sock.tcp_keepalive_time().expect("idle"),
+            VISITOR_KEEPALIVE_IDLE
+        );
+        assert!(sock.tcp_nodelay().expect("nodelay"));
+
+        // Off: the kernel's own limits.
+        let (visitor, _peer) = loopback_pair().await;
+        tune_visitor_socket(
+            &visitor,
+            VisitorSockets {
+                stall_timeout: None,
+                ..options
+            },
+        );
+        assert_eq!(
+            SockRef::from(&visitor)
+                .tcp_user_timeout()
+                .expect("user timeout"),
+            None
+        );
+    }
 
     #[test]
     fn figures_the_readme_quotes() {

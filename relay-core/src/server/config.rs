@@ -4,9 +4,10 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::access::Access;
-use super::budget::VisitorBuffers;
+use super::budget::VisitorSockets;
 pub use super::budget::{
     MAX_VISITOR_BUFFER, MIN_VISITOR_BUFFER, VISITOR_RECV_BUFFER, VISITOR_SEND_BUFFER,
+    VISITOR_STALL_TIMEOUT,
 };
 use super::cluster::Cluster;
 use super::per_addr::{AddrLimits, PerAddrLimits};
@@ -17,6 +18,12 @@ use crate::protocol::{
 };
 use crate::tls::ServerTls;
 pub use crate::wide::WIDE_VISITORS;
+
+/// Shortest visitor stall timeout: shorter ones would cut visitors over ordinary loss and the
+/// retransmission back-off after it.
+const MIN_STALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest visitor stall timeout (the kernel takes milliseconds in 32 bits).
+const MAX_STALL_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// How many public ports a relay hands out by default, starting right above its control port.
 pub const DEFAULT_PUBLIC_PORT_SPAN: u16 = 1000;
@@ -114,6 +121,11 @@ pub struct RelayConfig {
     /// [`visitor_send_buffer`](Self::visitor_send_buffer) (sessions are not lifted then either),
     /// or where `wmem_max` is not above half the ceiling. Default [`WIDE_VISITORS`].
     pub wide_visitors: usize,
+    /// How long bytes sent to a public visitor may stay unacknowledged, or wait behind its shut
+    /// window, before the connection is cut (`TCP_USER_TIMEOUT`); `None`: the kernel's own
+    /// retransmission limits (about 15 minutes). Bounds how long a visitor that stops
+    /// acknowledging pins what was in flight to it. Default [`VISITOR_STALL_TIMEOUT`].
+    pub visitor_stall_timeout: Option<Duration>,
 }
 
 impl Default for RelayConfig {
@@ -143,6 +155,7 @@ impl Default for RelayConfig {
             visitor_send_buffer: VISITOR_SEND_BUFFER,
             visitor_recv_buffer: VISITOR_RECV_BUFFER,
             wide_visitors: WIDE_VISITORS,
+            visitor_stall_timeout: Some(VISITOR_STALL_TIMEOUT),
         }
     }
 }
@@ -227,6 +240,16 @@ impl RelayConfig {
                 ));
             }
         }
+        if self
+            .visitor_stall_timeout
+            .is_some_and(|t| !(MIN_STALL_TIMEOUT..=MAX_STALL_TIMEOUT).contains(&t))
+        {
+            return Err(format!(
+                "visitor stall timeout must be {} s-{} h, or 0 (off)",
+                MIN_STALL_TIMEOUT.as_secs(),
+                MAX_STALL_TIMEOUT.as_secs() / 3600
+            ));
+        }
         Ok((self, ports))
     }
 
@@ -243,10 +266,11 @@ impl RelayConfig {
         )
     }
 
-    pub(super) fn visitor_buffers(&self) -> VisitorBuffers {
-        VisitorBuffers {
+    pub(super) fn visitor_sockets(&self) -> VisitorSockets {
+        VisitorSockets {
             send: self.visitor_send_buffer,
             recv: self.visitor_recv_buffer,
+            stall_timeout: self.visitor_stall_timeout,
         }
     }
 
@@ -312,5 +336,31 @@ mod tests {
             };
             assert!(good.validate(8080).is_ok());
         }
+    }
+
+    #[test]
+    fn a_visitor_stall_timeout_out_of_range_is_refused() {
+        for bad in [
+            Duration::from_millis(999),
+            MAX_STALL_TIMEOUT + Duration::from_secs(1),
+        ] {
+            let config = RelayConfig {
+                visitor_stall_timeout: Some(bad),
+                ..Default::default()
+            };
+            let err = config.validate(8080).unwrap_err();
+            assert!(err.contains("visitor stall timeout"), "{err}");
+        }
+        for good in [None, Some(MIN_STALL_TIMEOUT), Some(MAX_STALL_TIMEOUT)] {
+            let config = RelayConfig {
+                visitor_stall_timeout: good,
+                ..Default::default()
+            };
+            assert!(config.validate(8080).is_ok());
+        }
+        assert_eq!(
+            RelayConfig::default().visitor_stall_timeout,
+            Some(VISITOR_STALL_TIMEOUT)
+        );
     }
 }

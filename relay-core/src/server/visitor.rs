@@ -32,7 +32,7 @@ pub(super) async fn serve(
     tunnel: Arc<Tunnel>,
     _permit: OwnedSemaphorePermit,
 ) {
-    tune_visitor_socket(&tcp, tunnel.buffers);
+    tune_visitor_socket(&tcp, tunnel.visitor_sockets);
     let _open = tunnel.counted.opened();
     // Behind a load balancer, the address the visitor dialed is the balancer's.
     let relay_addr =
