@@ -12,10 +12,8 @@
 #   BENCH_PEERS=0 benches/visitors.sh           # without bore and rathole
 #   VISITORS=256 DIRS=up benches/visitors.sh     # one direction only
 #
-# Caution on a shared machine: until the yamux stall in docs/benchmark.md ("Hot path") is
-# fixed, every download visitor that half-closes and leaves can leave `expose` holding its local
-# connection (~6 MB of kernel buffers) until the run ends; 256 visitors down, repeated, go past
-# the kernel's TCP memory pressure threshold. Prefer ROUNDS=1 runs repeated, and DIRS=up for 256.
+# The yamux stall that once made repeated 256-visitor downloads pile up kernel memory (docs/
+# benchmark.md, "Hot path") is fixed since protocol 3: rounds can run back to back.
 #
 # Loopback only; every step is bounded; only processes this script started are stopped, by
 # their process id.
