@@ -112,6 +112,7 @@ impl Drop for Reaped {
 }
 
 const OPEN: &str = r#"relay_visitors_open{token="-"}"#;
+const STALLS: &str = "relay_visitor_stalls_total";
 
 #[tokio::test]
 async fn a_visitor_gone_with_bytes_in_flight_is_cut_after_the_stall_timeout() {
@@ -126,6 +127,7 @@ async fn a_visitor_gone_with_bytes_in_flight_is_cut_after_the_stall_timeout() {
         ..RelayConfig::default()
     };
     let relay = TestRelay::adopt(RelayServer::new(listener, config).expect("relay"));
+    assert_eq!(metric(&relay.metrics, STALLS), Some(0));
     let tunnel_config = TunnelConfig {
         reconnect: Reconnect::never(),
         ..TunnelConfig::default()
@@ -174,6 +176,7 @@ async fn a_visitor_gone_with_bytes_in_flight_is_cut_after_the_stall_timeout() {
         .await
         .expect("service task");
     until_metric(&relay.metrics, OPEN, 0).await;
+    until_metric(&relay.metrics, STALLS, 1).await;
 }
 
 /// The same timeout covers a visitor that stays connected but takes nothing: once its window
@@ -201,4 +204,5 @@ async fn a_visitor_that_reads_nothing_for_the_stall_timeout_is_cut() {
         .await
         .expect("service task");
     until_metric(&relay.metrics, OPEN, 0).await;
+    until_metric(&relay.metrics, STALLS, 1).await;
 }

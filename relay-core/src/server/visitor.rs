@@ -64,11 +64,25 @@ pub(super) async fn serve(
             reset_on_close(&tcp);
             if e.kind() == io::ErrorKind::ConnectionRefused {
                 debug!(reason = %e, "visitor refused by the client");
+            } else if is_stall(&e) {
+                tunnel.counted.stalled();
+                debug!(
+                    bytes_in,
+                    bytes_out,
+                    "visitor cut: nothing it was sent was taken within the stall timeout"
+                );
             } else {
                 debug!(error = %e, bytes_in, bytes_out, "visitor reset");
             }
         }
     }
+}
+
+/// The visitor's socket gave up: `TCP_USER_TIMEOUT` (the stall timeout) or, with it off, the
+/// kernel's retransmissions. Only the socket reports `ETIMEDOUT`; the relay's own timeouts are
+/// errors of their own.
+fn is_stall(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::TIMEDOUT.raw_os_error())
 }
 
 /// Announces the visitor and splices it with its stream; `silent_drop` tells whether the stream

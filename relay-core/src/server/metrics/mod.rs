@@ -97,6 +97,7 @@ pub(super) struct Metrics {
     /// Fed by [`super::refusals::Refusals::note`].
     pub(super) refusals: Family<Label, Counter>,
     visitor_resets: Family<Label, Counter>,
+    visitor_stalls: Counter,
     offers_open: Gauge,
     offers: Counter,
     transfers_open: Gauge,
@@ -125,6 +126,7 @@ impl Metrics {
             handshake_failures: Family::default(),
             refusals: Family::default(),
             visitor_resets: Family::default(),
+            visitor_stalls: Counter::default(),
             offers_open: Gauge::default(),
             offers: Counter::default(),
             transfers_open: Gauge::default(),
@@ -191,6 +193,12 @@ impl Metrics {
             "Visitors whose stream was dropped half-closed and so reset on the control stream \
              (protocol version 3), by direction: to_client, from_client",
             m.visitor_resets.clone(),
+        );
+        r.register(
+            "visitor_stalls",
+            "Visitors cut because bytes sent to them stayed unacknowledged, or behind a window \
+             they kept shut, for --visitor-stall-timeout",
+            m.visitor_stalls.clone(),
         );
         r.register(
             "offers_open",
@@ -281,6 +289,7 @@ impl Metrics {
             visitors: VisitorMetrics {
                 open: self.visitors_open.get_or_create(&label).clone(),
                 total: self.visitors.get_or_create(&label).clone(),
+                stalled: self.visitor_stalls.clone(),
             },
             bytes,
         }

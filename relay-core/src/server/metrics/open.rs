@@ -25,6 +25,8 @@ pub(in crate::server) struct SessionMetrics {
 pub(in crate::server) struct VisitorMetrics {
     pub(super) open: Gauge,
     pub(super) total: Counter,
+    /// Relay-wide, not per token: `relay_visitor_stalls_total`.
+    pub(super) stalled: Counter,
 }
 
 impl VisitorMetrics {
@@ -32,6 +34,11 @@ impl VisitorMetrics {
     pub(in crate::server) fn opened(&self) -> Open {
         self.total.inc();
         Open::new(self.open.clone(), 1)
+    }
+
+    /// Counts a visitor the kernel cut after the stall timeout.
+    pub(in crate::server) fn stalled(&self) {
+        self.stalled.inc();
     }
 }
 
