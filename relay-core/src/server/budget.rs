@@ -15,10 +15,9 @@
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::mux::{STREAM_WINDOW, WINDOW_GROWTH_POOL};
-use crate::net::tune_data_socket;
 use crate::protocol::{MAX_TUNNELS_PER_SESSION, MUX_MAX_STREAMS};
 use crate::splice::CHUNK;
 
@@ -92,12 +91,17 @@ pub(super) struct VisitorSockets {
     pub(super) stall_timeout: Option<Duration>,
 }
 
-/// Options for an accepted public visitor socket: no Nagle delay, the configured buffers, a
-/// short unsent queue, the stall timeout and keepalive. Failures are ignored: they cost memory
-/// bounds, not correctness.
-pub(super) fn tune_visitor_socket(tcp: &TcpStream, options: VisitorSockets) {
-    tune_data_socket(tcp);
-    let sock = SockRef::from(tcp);
+/// Sets on a public listener the options of every visitor it accepts: no Nagle delay, the
+/// configured buffers, a short unsent queue, the stall timeout and keepalive.
+///
+/// Linux copies a listener's socket options into each connection it accepts, so they are set
+/// once per public port rather than with seven system calls per visitor (the unit test below
+/// checks the copy on the running kernel). A receive buffer set here also applies from the
+/// handshake on, so the window scale the kernel announces fits it. Failures are ignored: they
+/// cost memory bounds, not correctness.
+pub(super) fn tune_public_listener(listener: &TcpListener, options: VisitorSockets) {
+    let sock = SockRef::from(listener);
+    let _ = sock.set_tcp_nodelay(true);
     if let Some(n) = options.send {
         let _ = sock.set_send_buffer_size(n);
     }
@@ -110,11 +114,10 @@ pub(super) fn tune_visitor_socket(tcp: &TcpStream, options: VisitorSockets) {
         .with_retries(VISITOR_KEEPALIVE_RETRIES);
     let _ = sock.set_tcp_keepalive(&keepalive);
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some(timeout) = options.stall_timeout {
-        let _ = sock.set_tcp_user_timeout(Some(timeout));
+    {
+        let _ = sock.set_tcp_user_timeout(options.stall_timeout);
+        let _ = sock.set_tcp_notsent_lowat(NOTSENT_LOWAT);
     }
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let _ = sock.set_tcp_notsent_lowat(NOTSENT_LOWAT);
 }
 
 /// Options for a session's socket on the relay: a short unsent queue, so a client that stops
@@ -295,53 +298,54 @@ const SESSION_RECV_TYPICAL: usize = 128 * 1024;
 mod tests {
     use super::*;
 
-    async fn loopback_pair() -> (TcpStream, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+    /// A visitor accepted on a listener tuned with `options`, and its peer.
+    async fn accepted_visitor(options: VisitorSockets) -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        tune_public_listener(&listener, options);
+        let peer = TcpStream::connect(listener.local_addr().expect("addr"))
             .await
             .expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        (server, client)
+        let (visitor, _) = listener.accept().await.expect("accept");
+        (visitor, peer)
     }
 
     #[tokio::test]
-    async fn a_visitor_socket_gets_the_stall_timeout_and_keepalive() {
-        let (visitor, _peer) = loopback_pair().await;
+    async fn a_visitor_inherits_its_options_from_the_public_listener() {
         let options = VisitorSockets {
-            send: None,
-            recv: None,
+            send: Some(64 * 1024),
+            recv: Some(64 * 1024),
             stall_timeout: Some(Duration::from_secs(7)),
         };
-        tune_visitor_socket(&visitor, options);
+        let (visitor, _peer) = accepted_visitor(options).await;
         let sock = SockRef::from(&visitor);
-        assert_eq!(
-            sock.tcp_user_timeout().expect("user timeout"),
-            Some(Duration::from_secs(7))
-        );
+        assert!(sock.tcp_nodelay().expect("nodelay"));
+        // The kernel doubles what it is asked for.
+        assert_eq!(sock.send_buffer_size().expect("send buffer"), 128 * 1024);
+        assert_eq!(sock.recv_buffer_size().expect("receive buffer"), 128 * 1024);
         assert!(sock.keepalive().expect("keepalive"));
         assert_eq!(
             sock.tcp_keepalive_time().expect("idle"),
             VISITOR_KEEPALIVE_IDLE
         );
-        assert!(sock.tcp_nodelay().expect("nodelay"));
-
-        // Off: the kernel's own limits.
-        let (visitor, _peer) = loopback_pair().await;
-        tune_visitor_socket(
-            &visitor,
-            VisitorSockets {
-                stall_timeout: None,
-                ..options
-            },
+        assert_eq!(
+            sock.tcp_user_timeout().expect("user timeout"),
+            Some(Duration::from_secs(7))
         );
         assert_eq!(
-            SockRef::from(&visitor)
-                .tcp_user_timeout()
-                .expect("user timeout"),
-            None
+            sock.tcp_notsent_lowat().expect("notsent lowat"),
+            NOTSENT_LOWAT
         );
+
+        // Off: the kernel's own limits, and its auto-tuned buffers.
+        let (visitor, _peer) = accepted_visitor(VisitorSockets {
+            send: None,
+            recv: None,
+            stall_timeout: None,
+        })
+        .await;
+        let sock = SockRef::from(&visitor);
+        assert_eq!(sock.tcp_user_timeout().expect("user timeout"), None);
+        assert_ne!(sock.send_buffer_size().expect("send buffer"), 128 * 1024);
     }
 
     #[test]

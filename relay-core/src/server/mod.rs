@@ -180,7 +180,8 @@ impl RelayServer {
         let local = listener.local_addr()?;
         let (config, port_range) = config.validate(local.port()).map_err(Error::Config)?;
         let pool_len = port_range.len();
-        let ports = PortPool::new(local.ip(), port_range);
+        let ports =
+            PortPool::new(local.ip(), port_range).with_visitor_sockets(config.visitor_sockets());
         let limits = config.per_addr_limits(pool_len).map_err(Error::Config)?;
         let metrics = Arc::new(Metrics::new());
         let open_visitors = open_visitors_cap(&config);

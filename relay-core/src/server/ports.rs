@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::net::TcpListener;
 
+use super::budget::{VisitorSockets, tune_public_listener};
 use crate::net::bind_listener;
 
 /// The relay's public port range and the ports its tunnels hold.
@@ -16,6 +17,9 @@ pub(crate) struct PortPool {
     ip: IpAddr,
     range: RangeInclusive<u16>,
     taken: Arc<Mutex<BTreeSet<u16>>>,
+    /// Set on each public listener as it is bound, before its port is announced, so every
+    /// visitor it ever accepts inherits them (`None`: the kernel's defaults, in tests).
+    visitor_sockets: Option<VisitorSockets>,
 }
 
 /// A bound public port; dropping it returns the port to the pool.
@@ -46,6 +50,15 @@ impl PortPool {
             ip,
             range,
             taken: Arc::default(),
+            visitor_sockets: None,
+        }
+    }
+
+    /// The options every visitor accepted on this pool's listeners inherits.
+    pub(super) fn with_visitor_sockets(self, options: VisitorSockets) -> Self {
+        PortPool {
+            visitor_sockets: Some(options),
+            ..self
         }
     }
 
@@ -88,6 +101,9 @@ impl PortPool {
             }
             match bind_listener(SocketAddr::new(self.ip, port)) {
                 Ok(listener) => {
+                    if let Some(options) = self.visitor_sockets {
+                        tune_public_listener(&listener, options);
+                    }
                     taken.insert(port);
                     let lease = PortLease {
                         port,

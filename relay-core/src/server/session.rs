@@ -10,7 +10,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::budget::VisitorSockets;
 use super::control::heartbeats;
 use super::handshake::Client;
 use super::leases::Tunnel as Port;
@@ -47,8 +46,6 @@ pub(super) struct Tunnel {
     pub(super) session: CancellationToken,
     /// How long the client may take to answer a new visitor.
     pub(super) answer_timeout: Duration,
-    /// Socket options for its visitors: buffer sizes, stall timeout.
-    pub(super) visitor_sockets: VisitorSockets,
     /// Where its visitors' send buffers may be lifted from (see `wide`).
     pub(super) wide: Option<Arc<WidePool>>,
     /// Visitors the client may reset, and how the client learns of the relay's resets.
@@ -217,7 +214,6 @@ async fn serve(
         counted: counted.visitors.clone(),
         session: session.clone(),
         answer_timeout: config.handshake_timeout,
-        visitor_sockets: config.visitor_sockets(),
         wide: shared.wide.clone(),
         resets,
     });

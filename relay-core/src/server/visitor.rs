@@ -12,7 +12,6 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
-use super::budget::tune_visitor_socket;
 use super::session::Tunnel;
 use crate::codec::{self, CodecError};
 use crate::frame::FrameReader;
@@ -32,7 +31,6 @@ pub(super) async fn serve(
     tunnel: Arc<Tunnel>,
     _permit: OwnedSemaphorePermit,
 ) {
-    tune_visitor_socket(&tcp, tunnel.visitor_sockets);
     let _open = tunnel.counted.opened();
     // Behind a load balancer, the address the visitor dialed is the balancer's.
     let relay_addr =
