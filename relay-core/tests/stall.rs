@@ -10,8 +10,6 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -142,13 +140,18 @@ async fn a_visitor_gone_with_bytes_in_flight_is_cut_after_the_stall_timeout() {
 
     // The service writes without end; the visitor (bash, reading the socket into /dev/null)
     // takes everything as fast as it comes, so the relay's window to it opens wide.
-    let written = Arc::new(AtomicU64::new(0));
-    let counter = written.clone();
+    let (far_enough, reached) = tokio::sync::oneshot::channel();
     let service = tokio::spawn(async move {
         let (mut stream, _) = tunnel.accept().await.expect("accept");
         let chunk = vec![7u8; 64 * 1024];
+        let (mut written, mut far_enough) = (0, Some(far_enough));
         while stream.write_all(&chunk).await.is_ok() {
-            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            written += chunk.len();
+            if written >= 64 << 20
+                && let Some(tx) = far_enough.take()
+            {
+                let _ = tx.send(());
+            }
         }
         // The relay cut the visitor: the stream ends, and the session is still there.
         drop(tunnel);
@@ -158,12 +161,9 @@ async fn a_visitor_gone_with_bytes_in_flight_is_cut_after_the_stall_timeout() {
         ns.host_ip
     );
     let _visitor = Reaped(ns.spawn(&["bash", "-c", &script]));
-    within("64 MiB to the visitor", async {
-        while written.load(Ordering::Relaxed) < 64 << 20 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    within("64 MiB to the visitor", reached)
+        .await
+        .expect("the service wrote 64 MiB");
     until_metric(&relay.metrics, OPEN, 1).await;
 
     // The visitor's side of the link goes down: nothing it was sent is acknowledged any more,
