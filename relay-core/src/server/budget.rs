@@ -312,16 +312,16 @@ mod tests {
     #[tokio::test]
     async fn a_visitor_inherits_its_options_from_the_public_listener() {
         let options = VisitorSockets {
-            send: Some(64 * 1024),
-            recv: Some(64 * 1024),
+            send: Some(80 * 1024),
+            recv: Some(80 * 1024),
             stall_timeout: Some(Duration::from_secs(7)),
         };
         let (visitor, _peer) = accepted_visitor(options).await;
         let sock = SockRef::from(&visitor);
         assert!(sock.tcp_nodelay().expect("nodelay"));
         // The kernel doubles what it is asked for.
-        assert_eq!(sock.send_buffer_size().expect("send buffer"), 128 * 1024);
-        assert_eq!(sock.recv_buffer_size().expect("receive buffer"), 128 * 1024);
+        assert_eq!(sock.send_buffer_size().expect("send buffer"), 160 * 1024);
+        assert_eq!(sock.recv_buffer_size().expect("receive buffer"), 160 * 1024);
         assert!(sock.keepalive().expect("keepalive"));
         assert_eq!(
             sock.tcp_keepalive_time().expect("idle"),
@@ -345,7 +345,7 @@ mod tests {
         .await;
         let sock = SockRef::from(&visitor);
         assert_eq!(sock.tcp_user_timeout().expect("user timeout"), None);
-        assert_ne!(sock.send_buffer_size().expect("send buffer"), 128 * 1024);
+        assert_ne!(sock.send_buffer_size().expect("send buffer"), 160 * 1024);
     }
 
     #[test]
