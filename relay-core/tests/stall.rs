@@ -68,9 +68,23 @@ impl Netns {
             && ip(&["link", "set", &ns.host_if, "up"])
             && ns.exec_ok(&["ip", "addr", "add", &ns_cidr, "dev", &ns.ns_if])
             && ns.exec_ok(&["ip", "link", "set", &ns.ns_if, "up"])
-            && ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+            && ns.exec_ok(&["ip", "link", "set", "lo", "up"])
+            && ns.reaches_host();
         // Dropped (and so removed) on failure too.
         made.then_some(ns)
+    }
+
+    /// Whether a process in the namespace can connect to the host's end, the way the visitor
+    /// below will (a host that makes namespaces but not this is skipped, not failed).
+    fn reaches_host(&self) -> bool {
+        let Ok(probe) = std::net::TcpListener::bind((self.host_ip, 0)) else {
+            return false;
+        };
+        let Ok(addr) = probe.local_addr() else {
+            return false;
+        };
+        let script = format!("exec 3<>/dev/tcp/{}/{}", self.host_ip, addr.port());
+        self.exec_ok(&["timeout", "5", "bash", "-c", &script])
     }
 
     fn exec_ok(&self, args: &[&str]) -> bool {
